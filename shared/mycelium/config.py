@@ -1,0 +1,75 @@
+"""Frozen, validated stage configs. The config hash names a stage's outputs.
+
+>>> cfg = CaptureConfig(cot="reference", n_computing_heads=4)
+>>> len(cfg.hash())
+12
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Bumped whenever a signal definition in mycelium.signals changes meaning.
+SIGNALS_VERSION = 1
+
+
+class StageConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Fields that change how a stage runs but never what it writes.
+    _runtime_only: frozenset[str] = frozenset()
+
+    def hash(self) -> str:
+        payload = self.model_dump(mode="json", exclude=set(self._runtime_only))
+        payload["_class"] = type(self).__name__
+        blob = json.dumps(payload, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+class SignalConfig(StageConfig):
+    """How attention rows become signals (shared by capture and later stages)."""
+
+    connectivity_threshold: float = Field(0.02, gt=0.0, lt=1.0)
+    exclude_first_token: bool = True
+    exclude_template_tokens: bool = True
+
+
+class CaptureConfig(StageConfig):
+    """Stage 2: teacher-forced capture of generation-phase attention."""
+
+    _runtime_only = frozenset({"device", "progress"})
+
+    teacher: str = Field("embedded", min_length=1, description="'embedded' or a local HF model path")
+    cot: Literal["reference", "generate"] = "reference"
+    max_new_tokens: int = Field(512, ge=1, le=32768, description="token budget for generated CoT")
+    max_problem_tokens: int | None = Field(None, ge=1, description="reject longer problems (default: context - budget)")
+    n_computing_heads: int = Field(8, ge=0, le=1024)
+    calibration_problems: int = Field(4, ge=1, le=1000)
+    computing_heads: tuple[tuple[int, int], ...] | None = Field(
+        None, description="explicit (layer, head) pairs; skips calibration"
+    )
+    hidden_layer: int | None = Field(None, description="layer whose hidden states are kept (default: n_layers // 2)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    signals: SignalConfig = SignalConfig()
+    signals_version: int = SIGNALS_VERSION
+    progress: bool = True
+
+    @field_validator("computing_heads")
+    @classmethod
+    def _heads_non_negative(cls, v):
+        if v is not None and any(l < 0 or h < 0 for l, h in v):
+            raise ValueError("computing_heads: layer and head indices must be >= 0")
+        return v
+
+
+class IngestConfig(StageConfig):
+    """Stage 1: dataset file -> sharded problems."""
+
+    shard_size: int = Field(1000, ge=1)
+    dataset_format: Literal["auto", "gsm8k", "math", "plain"] = "auto"
+    limit: int | None = Field(None, ge=1)

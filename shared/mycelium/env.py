@@ -1,0 +1,26 @@
+"""Every environment variable Mycelium reads, in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Where converted teacher weights are cached (default ~/.cache/mycelium).
+CACHE_DIR = "MYCELIUM_CACHE_DIR"
+#: Default store URL when --store is not given (default "runs").
+STORE_URL = "MYCELIUM_STORE"
+#: Endpoint override for S3 (tests, MinIO, LocalStack).
+S3_ENDPOINT = "MYCELIUM_S3_ENDPOINT"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get(CACHE_DIR) or os.path.join(os.path.expanduser("~"), ".cache", "mycelium")
+    return Path(root)
+
+
+def default_store_url() -> str:
+    return os.environ.get(STORE_URL, "runs")
+
+
+def s3_endpoint() -> str | None:
+    return os.environ.get(S3_ENDPOINT) or None

@@ -1,0 +1,1 @@
+"""One CDK stack per file: storage, processing, gpu_workers, orchestration (see ../shared/DESIGN.md)."""

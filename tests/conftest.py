@@ -1,0 +1,109 @@
+"""Shared fixtures: seeds, a tiny tokenizer and a tiny random teacher (no weights, no hub)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "shared" / "mycelium" / "data" / "sample_problems.jsonl"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    random.seed(0)
+    np.random.seed(0)
+    try:
+        import torch
+
+        torch.manual_seed(0)
+    except ImportError:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # Tests never write to the user's store; the teacher cache is shared (it is slow to build).
+    monkeypatch.setenv("MYCELIUM_STORE", str(tmp_path_factory.mktemp("default-store")))
+
+
+def shared_data(*parts: str) -> Path:
+    """A file of ../shared/data, or skip the test cleanly when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = []
+    for line in SAMPLE.read_text().splitlines():
+        row = json.loads(line)
+        corpus += [row["question"], row["answer"]]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", bos_token="<|endoftext|>",
+                                   pad_token="<|endoftext|>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def make_tiny_model(tokenizer, attn: str = "eager", layers: int = 3, heads: int = 4):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id, attn_implementation=attn)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tiny_tokenizer):
+    from mycelium.teacher import from_model
+
+    return from_model(make_tiny_model(tiny_tokenizer), tiny_tokenizer, "tiny-llama-test")
+
+
+@pytest.fixture
+def sample_path() -> Path:
+    return SAMPLE
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    with open(path, "wb") as f:
+        for r in rows:
+            f.write(r if isinstance(r, bytes) else (json.dumps(r) if not isinstance(r, str) else r).encode())
+            f.write(b"\n")
+    return path
+
+
+@pytest.fixture
+def embedded_teacher():
+    from mycelium.teacher import load_teacher
+
+    if os.environ.get("MYCELIUM_SKIP_E2E"):
+        pytest.skip("MYCELIUM_SKIP_E2E set")
+    return load_teacher("embedded", device="cpu")

@@ -1,0 +1,110 @@
+"""The streaming capture stage on the tiny teacher: outputs, resume, failures, summary."""
+
+import json
+
+import pytest
+
+from mycelium.capture_stage import capture_problems, run_capture
+from mycelium.capture import HeadSet
+from mycelium.chunk import decode_chunk
+from mycelium.config import CaptureConfig, IngestConfig
+from mycelium.datasets import read_dataset
+from mycelium.errors import ConfigError
+from mycelium.artifacts import ChunkManifest, StageSummary, Trace
+from mycelium.runs import RunKeys
+from mycelium.store import LocalStore
+
+from ..conftest import SAMPLE, write_jsonl
+
+CFG = CaptureConfig(n_computing_heads=3, calibration_problems=2, progress=False)
+
+
+@pytest.fixture
+def mixed_data(tmp_path):
+    rows = [json.loads(l) for l in SAMPLE.read_text().splitlines()[:4]]
+    rows.insert(1, b"{broken json")
+    rows.append({"question": "A plain row with no worked solution?", "answer": "3"})
+    rows.append(rows[0])  # duplicate problem
+    return write_jsonl(tmp_path / "mixed.jsonl", rows)
+
+
+def test_outputs_summary_failures_and_resume(tmp_path, tiny_teacher, mixed_data):
+    store = LocalStore(tmp_path / "store")
+    keys = RunKeys("r1")
+    res = run_capture(mixed_data, "r1", store, CFG, IngestConfig(), teacher=tiny_teacher)
+    ing, cap = res.summary.stages["ingest"], res.summary.stages["capture"]
+    assert (ing.n_in, ing.n_out, ing.failed, ing.skipped) == (7, 5, 1, {"duplicate problem": 1})
+    assert (cap.n_in, cap.n_out, cap.failed) == (5, 4, 1)
+    assert len(res.calibration.computing_heads) == 3
+
+    fails = list(store.list("r1/failures/"))
+    assert fails == ["r1/failures/capture/" + [k for k in fails if "capture" in k][0].split("/")[-1],
+                     "r1/failures/ingest/mixed.jsonl-L2.json"]
+    ingest_fail = store.get_json("r1/failures/ingest/mixed.jsonl-L2.json")
+    assert "mixed.jsonl:2: invalid JSON" in ingest_fail["reason"]
+    cap_fail = store.get_json(fails[0])
+    assert "no reference solution" in cap_fail["reason"] and cap_fail["traceback"]
+
+    manifests = [k for k in store.list("r1/chunks/") if k.endswith(".json")]
+    assert len(manifests) == 4
+    for key in manifests:
+        m = ChunkManifest.model_validate(store.get_json(key))
+        data = store.get(m.chunk_key)
+        assert len(data) == m.bytes
+        chunk = decode_chunk(data, m.chunk_key)
+        trace = Trace.model_validate(store.get_json(m.trace_key))
+        assert chunk.iaf.shape == (m.n_layers, m.n_heads, trace.t_gen)
+        assert [tuple(p) for p in m.head_set[-3:]] == [tuple(p) for p in res.calibration.computing_heads]
+    summary = store.get_json(keys.summary)
+    assert summary["stages"]["capture"]["n_out"] == 4
+
+    # rerun: nothing recomputed, the done problems are skipped, the failure is retried and fails again
+    before = {k: store.get(k) for k in manifests}
+    res2 = run_capture(mixed_data, "r1", store, CFG, IngestConfig(), teacher=tiny_teacher)
+    cap2 = res2.summary.stages["capture"]
+    assert (cap2.n_out, cap2.skipped, cap2.failed) == (0, {"already captured": 4}, 1)
+    assert {k: store.get(k) for k in manifests} == before
+
+
+def test_limit_takes_the_first_good_problems(tmp_path, tiny_teacher, mixed_data):
+    store = LocalStore(tmp_path / "s")
+    res = run_capture(mixed_data, "r", store, CFG, IngestConfig(limit=2), teacher=tiny_teacher)
+    assert res.summary.stages["capture"].n_out == 2
+
+
+def test_rerun_with_another_config_is_refused(tmp_path, tiny_teacher, mixed_data):
+    store = LocalStore(tmp_path / "s")
+    run_capture(mixed_data, "r", store, CFG, IngestConfig(limit=1), teacher=tiny_teacher)
+    other = CFG.model_copy(update={"hidden_layer": 0})
+    with pytest.raises(ConfigError, match="Use a new --run name"):
+        run_capture(mixed_data, "r", store, other, IngestConfig(limit=1), teacher=tiny_teacher)
+
+
+def test_each_chunk_is_written_before_the_next_problem_is_read(tmp_path, tiny_teacher):
+    """Streaming: the stage never holds more than one problem's arrays."""
+    store, keys = LocalStore(tmp_path / "s"), RunKeys("stream")
+    problems = list(read_dataset(SAMPLE))[:4]
+    seen_done = []
+
+    def lazy():
+        for i, p in enumerate(problems):
+            seen_done.append(sum(1 for k in store.list("stream/chunks/") if k.endswith(".json")))
+            yield p
+
+    capture_problems(lazy(), 4, store, keys, tiny_teacher, CFG, HeadSet(3), StageSummary())
+    assert seen_done == [0, 1, 2, 3]
+
+
+def test_bad_computing_heads_are_a_config_error(tmp_path, tiny_teacher, mixed_data):
+    cfg = CFG.model_copy(update={"computing_heads": ((7, 0),)})
+    with pytest.raises(ConfigError, match="out of range"):
+        run_capture(mixed_data, "r", LocalStore(tmp_path / "s"), cfg, IngestConfig(), teacher=tiny_teacher)
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        CaptureConfig(max_new_tokens=0)
+    with pytest.raises(ValueError, match="cot"):
+        CaptureConfig(cot="sample")
+    assert CaptureConfig().hash() == CaptureConfig(device="cuda", progress=False).hash()
+    assert CaptureConfig().hash() != CaptureConfig(cot="generate").hash()

@@ -1,0 +1,101 @@
+"""Capture on a tiny randomly initialised Llama built from a config (no weights)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mycelium import signals
+from mycelium.capture import HeadSet, build_tokens, capture_problem, prompt_tokens
+from mycelium.config import CaptureConfig
+from mycelium.datasets import read_dataset
+from mycelium.errors import AttentionUnavailableError, TeacherError
+from mycelium.spans import line_spans, tokens_covering
+from mycelium.teacher import from_model
+
+from ..conftest import SAMPLE, make_tiny_model
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return list(read_dataset(SAMPLE))
+
+
+def test_problem_and_cot_offsets_are_exact(tiny_teacher, problems):
+    cfg = CaptureConfig(cot="reference")
+    parts = tiny_teacher.prompt_parts()
+    tok = tiny_teacher.tokenizer
+    for problem in problems:
+        tokens, facts = build_tokens(tiny_teacher, problem, cfg, parts)
+        q_ids = tokens.prompt_ids[tokens.problem_start:tokens.problem_end]
+        assert tok.decode(q_ids) == problem.question
+        assert "".join(problem.question[s:e] for s, e in tokens.problem_offsets) == problem.question
+        assert tokens.prompt_text[len(parts[0]):len(parts[0]) + len(problem.question)] == problem.question
+        cot = facts["cot_text"]
+        for (i_start, i_end) in line_spans(cot):  # every step (line) decodes to exactly its characters
+            i, j = tokens_covering(tokens.cot_offsets, i_start, i_end)
+            covered = cot[tokens.cot_offsets[i][0]:tokens.cot_offsets[j - 1][1]]
+            assert tok.decode(tokens.cot_ids[i:j]) == covered
+            assert cot[i_start:i_end] in covered
+
+
+def test_chunk_shapes_and_signal_ranges(tiny_teacher, problems):
+    cfg = CaptureConfig(cot="reference")
+    head_set = HeadSet(3, ((1, 2), (2, 0)))
+    trace, chunk = capture_problem(tiny_teacher, problems[0], cfg, head_set, tiny_teacher.prompt_parts(), "h")
+    L, H, T, P = 3, 4, trace.t_gen, len(trace.problem_offsets)
+    assert chunk.iaf.shape == (L, H, T) and chunk.attn_problem.shape == (L + 2, T, P)
+    assert chunk.hidden.shape == (T, 32) and chunk.head_set.tolist()[-2:] == [[1, 2], [2, 0]]
+    assert np.all((chunk.iaf >= 0) & (chunk.iaf <= 1.001))
+    assert np.all((chunk.jsd >= -1e-3) & (chunk.jsd <= math.log(2) + 1e-3))
+    # attention over the problem sums to the IAF: the head mean of layer l equals mean_h IAF[l, h]
+    np.testing.assert_allclose(chunk.layer_mean_attention().astype(np.float32).sum(-1),
+                               chunk.iaf.astype(np.float32).mean(1), atol=5e-3)
+    np.testing.assert_allclose(chunk.computing_head_attention()[0].astype(np.float32).sum(-1),
+                               chunk.iaf[1, 2].astype(np.float32), atol=5e-3)
+    assert trace.answer_extracted == problems[0].answer and trace.correct is True
+
+
+def test_tap_matches_hf_output_attentions(tiny_teacher, problems):
+    """The hook-based reduction equals the signals computed from HF's full attention tensors."""
+    cfg = CaptureConfig(cot="reference")
+    problem = problems[3]
+    trace, chunk = capture_problem(tiny_teacher, problem, cfg, HeadSet(3), tiny_teacher.prompt_parts(), "h")
+    prompt_ids = prompt_tokens(tiny_teacher, problem.question, tiny_teacher.prompt_parts()).prompt_ids
+    ids = torch.tensor([prompt_ids + trace.cot_token_ids])  # [1, seq]
+    with torch.no_grad():
+        att = tiny_teacher.model(ids, output_attentions=True).attentions  # L x [1, H, N, N]
+    full = np.stack([a[0].numpy() for a in att]).astype(np.float64)  # [L, H, N, N]
+    n, p = full.shape[-1], trace.prompt_len
+    keep = np.zeros(n, dtype=bool)
+    keep[trace.problem_token_start:trace.problem_token_end] = True
+    keep[p:] = True
+    problem_mask = np.zeros(n, dtype=bool)
+    problem_mask[trace.problem_token_start:trace.problem_token_end] = True
+    rows = signals.renormalize(full[:, :, p - 1:, :], keep)  # [L, H, T+1, N]
+    np.testing.assert_allclose(chunk.iaf, signals.iaf(rows[:, :, 1:], problem_mask), atol=2e-3)
+    np.testing.assert_allclose(chunk.jsd, signals.consecutive_jsd(rows), atol=2e-3)
+    np.testing.assert_allclose(chunk.entropy, signals.entropy(rows[:, :, 1:]), rtol=2e-3, atol=2e-3)
+
+
+def test_sdpa_teacher_is_refused(tiny_tokenizer):
+    with pytest.raises(TeacherError, match="needs 'eager'"):
+        from_model(make_tiny_model(tiny_tokenizer, attn="sdpa"), tiny_tokenizer, "sdpa-model")
+
+
+def test_missing_attention_weights_fail_loudly(tiny_tokenizer, problems):
+    model = make_tiny_model(tiny_tokenizer)
+    teacher = from_model(model, tiny_tokenizer, "switched")
+    model.config._attn_implementation = "sdpa"  # switched after loading: weights come back as None
+    with pytest.raises(AttentionUnavailableError, match="returned no attention weights"):
+        capture_problem(teacher, problems[0], CaptureConfig(), HeadSet(3), teacher.prompt_parts(), "h")
+    assert all(not layer.self_attn._forward_hooks for layer in teacher.layers())  # hooks removed anyway
+
+
+def test_generate_mode_counts_truncation(tiny_teacher, problems):
+    cfg = CaptureConfig(cot="generate", max_new_tokens=6)
+    trace, chunk = capture_problem(tiny_teacher, problems[0], cfg, HeadSet(3), tiny_teacher.prompt_parts(), "h")
+    assert trace.cot_source == "generate" and trace.truncated is True
+    assert 1 <= trace.t_gen and chunk.iaf.shape[-1] == trace.t_gen
+    assert trace.retokenized_equal in (True, False)

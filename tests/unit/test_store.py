@@ -1,0 +1,58 @@
+"""Store API over a local directory (S3 is in tests/integration with moto)."""
+
+import os
+
+import pytest
+
+from mycelium.errors import MissingKeyError, StoreError
+from mycelium.store import LocalStore, S3Store, open_store
+
+
+def test_roundtrip_list_exists(tmp_path):
+    s = LocalStore(tmp_path)
+    s.put("r/chunks/b.npz", b"\x00\x01")
+    s.put_json("r/chunks/a.json", {"k": [1, 2]})
+    s.put("r/traces/a.json", b"{}")
+    assert s.get("r/chunks/b.npz") == b"\x00\x01"
+    assert s.get_json("r/chunks/a.json") == {"k": [1, 2]}
+    assert s.exists("r/chunks/a.json") and not s.exists("r/chunks/zzz")
+    assert list(s.list("r/chunks/")) == ["r/chunks/a.json", "r/chunks/b.npz"]
+    assert list(s.list("r/chunks/a")) == ["r/chunks/a.json"]
+    assert list(s.list("nothing/")) == []
+
+
+def test_missing_key_and_bad_keys(tmp_path):
+    s = LocalStore(tmp_path)
+    with pytest.raises(MissingKeyError, match="r/x: no such key"):
+        s.get("r/x")
+    for bad in ["", "/abs", "a/../b", "a//b"]:
+        with pytest.raises(StoreError):
+            s.put(bad, b"")
+
+
+def test_put_is_atomic_and_leaves_no_temp_files(tmp_path):
+    s = LocalStore(tmp_path)
+    s.put("k/v", b"old")
+
+    with pytest.raises(TypeError):
+        s.put("k/v", object())  # fails mid-write
+    assert s.get("k/v") == b"old"
+    assert os.listdir(tmp_path / "k") == ["v"]
+
+
+def test_invalid_json_names_the_key(tmp_path):
+    s = LocalStore(tmp_path)
+    s.put("r/x.json", b"{nope")
+    with pytest.raises(StoreError, match="r/x.json: not valid JSON"):
+        s.get_json("r/x.json")
+
+
+def test_open_store_by_url(tmp_path):
+    assert isinstance(open_store(str(tmp_path)), LocalStore)
+    assert open_store(f"file://{tmp_path}").root == tmp_path.resolve()
+    s3 = open_store("s3://bucket/some/prefix")
+    assert isinstance(s3, S3Store) and (s3.bucket, s3.prefix) == ("bucket", "some/prefix")
+    with pytest.raises(StoreError, match="unsupported"):
+        open_store("gs://x/y")
+    with pytest.raises(StoreError, match="needs a bucket"):
+        open_store("s3:///prefix")
