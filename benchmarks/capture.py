@@ -63,7 +63,9 @@ def main() -> int:
         return 0
 
     from mycelium.chunk import bytes_per_problem
+    from mycelium.teacher import load_teacher
 
+    load_teacher("embedded")  # warm the converted-weights cache so no child pays the GGUF conversion
     print(f"data: {args.data}  cot: {args.cot}  teacher: embedded SmolLM2-135M-Instruct")
     rows = []
     for n in args.sizes:
@@ -72,7 +74,11 @@ def main() -> int:
         if out.returncode:
             print(out.stderr[-3000:], file=sys.stderr)
             return out.returncode
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        if row["n"] < n:
+            print(f"only {row['n']} problems captured for a run of {n} ({args.data} is too small)", file=sys.stderr)
+            return 1
+        rows.append(row)
     print(f"{'problems':>8} {'problems/s':>10} {'bytes/problem':>13} {'CoT tokens':>10} {'RSS loaded MB':>13} {'peak RSS MB':>11}")
     for r in rows:
         print(f"{r['n']:>8} {r['problems_per_s']:>10.2f} {r['bytes_per_problem']:>13,.0f} {r['cot_tokens_per_problem']:>10.1f}"

@@ -44,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         problems = list(read_shard(store, args.shard))
         capture_problems(problems, len(problems), store, keys, teacher, cfg,
                          HeadSet(teacher.n_layers, tuple(tuple(h) for h in heads)), summary)
-        status.update(state="succeeded", summary=summary.model_dump())
-        return 0
+        state = "failed" if summary.all_failed else "succeeded"
+        status.update(state=state, summary=summary.model_dump())
+        if summary.all_failed:
+            status["error"] = f"every problem of the shard failed: see {keys('failures', 'capture')}/"
+        return 0 if state == "succeeded" else 1
     except BaseException as e:  # noqa: BLE001 - the status object must say why
         status.update(state="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         return 1

@@ -19,7 +19,7 @@ from .answers import extract_answer, grade
 from .artifacts import Problem, Trace
 from .chunk import Chunk
 from .config import CaptureConfig
-from .errors import AttentionUnavailableError, CaptureError
+from .errors import AttentionUnavailableError, CaptureError, ConfigError
 from .teacher import Teacher
 
 log = logging.getLogger(__name__)
@@ -59,17 +59,18 @@ class Tokens:
         return self.problem_start + len(self.problem_offsets)
 
 
-def _tokenize(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+def _tokenize(tokenizer, text: str, untrusted: bool = True) -> tuple[list[int], list[tuple[int, int]]]:
+    # Dataset and model text must not become control tokens: "<|im_end|>" in a problem is text.
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=untrusted)
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
 
 def prompt_tokens(teacher: Teacher, question: str, parts: tuple[str, str]) -> Tokens:
     """Tokenize chat-template prefix, problem and suffix separately so problem offsets are exact."""
     prefix, suffix = parts
-    pre_ids, _ = _tokenize(teacher.tokenizer, prefix)
+    pre_ids, _ = _tokenize(teacher.tokenizer, prefix, untrusted=False)
     q_ids, q_offsets = _tokenize(teacher.tokenizer, question)
-    suf_ids, _ = _tokenize(teacher.tokenizer, suffix)
+    suf_ids, _ = _tokenize(teacher.tokenizer, suffix, untrusted=False)
     bos = teacher.tokenizer.bos_token_id
     if getattr(teacher.tokenizer, "add_bos_token", False) and bos is not None and (not pre_ids or pre_ids[0] != bos):
         pre_ids = [bos] + pre_ids
@@ -103,6 +104,12 @@ def generate_cot(teacher: Teacher, tokens: Tokens, max_new_tokens: int) -> tuple
 
 class AttentionTap(contextlib.AbstractContextManager):
     """Forward hooks that reduce each layer's attention rows to signals as the pass runs.
+
+    The row of CoT token t is the query that *produced* it: position p-1+t (p the
+    prompt length), as in step-by-step generation, where the last prompt token's
+    row writes the first CoT token. Its keys are the prompt and CoT tokens before t.
+    The JSD reference for t = 0 is row p-2. The last position's row (it predicts
+    what follows the CoT) is not used.
 
     Per layer it keeps [H, T] traces of IAF, JSD, entropy and connectivity, the
     head-mean [T, P] and the computing heads' [k, T, P] attention over the
@@ -150,7 +157,7 @@ class AttentionTap(contextlib.AbstractContextManager):
                     f"{self.teacher.model_id}: layer {idx} returned no attention weights; load with "
                     "attn_implementation='eager' (sdpa/flash attention ignore output_attentions)"
                 )
-            rows = weights[0, :, self.p - 1:, :].float()  # [head, t_gen+1, key]; row 0 = last prompt token
+            rows = weights[0, :, self.p - 2:-1, :].float()  # [head, t_gen+1, key]; row 0 = JSD reference
             rows = signals.renormalize(rows, self.keep)  # [head, t_gen+1, key]
             gen = rows[:, 1:, :]  # [head, t_gen, key]
             over_problem = gen[:, :, self.ps:self.pe]  # [head, t_gen, problem]
@@ -168,7 +175,7 @@ class AttentionTap(contextlib.AbstractContextManager):
 
     def _hidden_hook(self, module, args, output):
         hs = output[0] if isinstance(output, tuple) else output  # [batch, seq, d]
-        self.hidden = hs[0, self.p:, :].float()  # [t_gen, d]
+        self.hidden = hs[0, self.p - 1:-1, :].float()  # [t_gen, d]: the states that produced each CoT token
 
     def collect(self) -> dict[str, np.ndarray]:
         """Stack the per-layer results: signals [L, H, T], attn_problem [S, T, P] in head_set order."""
@@ -182,7 +189,8 @@ class AttentionTap(contextlib.AbstractContextManager):
         by_pair = {(i, h): self.layers[i]["heads"][j] for i in range(n_layers) for j, h in enumerate(self.head_set.heads_of(i))}
         comp = [by_pair[pair] for pair in self.head_set.computing]
         out["attn_problem"] = torch.cat([means, torch.stack(comp)]) if comp else means  # [S, T, P]
-        out["hidden"] = self.hidden
+        fp16_max = float(torch.finfo(torch.float16).max)
+        out["hidden"] = self.hidden.clamp(-fp16_max, fp16_max)  # a large activation must not become inf
         return {k: v.detach().to("cpu", torch.float16).numpy() for k, v in out.items()}
 
 
@@ -210,7 +218,7 @@ def forward_signals(teacher: Teacher, tokens: Tokens, head_set: HeadSet, cfg: Ca
 def resolve_hidden_layer(cfg: CaptureConfig, n_layers: int) -> int:
     layer = n_layers // 2 if cfg.hidden_layer is None else cfg.hidden_layer
     if not 0 <= layer < n_layers:
-        raise CaptureError("?", f"hidden_layer {layer} out of range for a {n_layers}-layer teacher")
+        raise ConfigError(f"hidden_layer {layer} out of range for a {n_layers}-layer teacher")
     return layer
 
 
@@ -244,7 +252,8 @@ def capture_problem(teacher: Teacher, problem: Problem, cfg: CaptureConfig, head
     answer = extract_answer(facts["cot_text"])
     correct, note = grade(problem.answer, answer)
     trace = Trace(
-        problem_id=problem.id, model_id=teacher.model_id, cot_source=cfg.cot, prompt_text=tokens.prompt_text,
+        problem_id=problem.id, question=problem.question, dataset=problem.source.dataset, subject=problem.subject,
+        level=problem.level, model_id=teacher.model_id, cot_source=cfg.cot, prompt_text=tokens.prompt_text,
         prompt_len=tokens.prompt_len, problem_token_start=tokens.problem_start, problem_token_end=tokens.problem_end,
         problem_offsets=tokens.problem_offsets, cot_text=facts["cot_text"], cot_token_ids=tokens.cot_ids,
         cot_offsets=tokens.cot_offsets, truncated=facts["truncated"], retokenized_equal=facts["retokenized_equal"],

@@ -8,6 +8,7 @@ recorded under ``failures/capture/`` and the run goes on.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterable
@@ -18,13 +19,14 @@ from tqdm import tqdm
 
 from . import chunk as chunk_format
 from .artifacts import ChunkManifest, Problem, RunSummary, StageSummary
-from .capture import Calibration, HeadSet, calibrate, capture_problem
+from .capture import Calibration, HeadSet, calibrate, capture_problem, resolve_hidden_layer
 from .config import CaptureConfig, IngestConfig
 from .errors import ConfigError, MyceliumError
 from .ingest import ingest, read_shard
 from .runs import RunKeys, load_summary, record_failure, save_summary
 from .store import Store
 from .teacher import Teacher, load_teacher
+from .errors import TeacherError
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +38,27 @@ class CaptureResult:
     calibration: Calibration
 
 
-def _config_guard(store: Store, keys: RunKeys, cfg: CaptureConfig, teacher: Teacher) -> str:
-    """Pin the run to one capture config: a rerun with another config would mix chunks."""
-    record = {"config_hash": cfg.hash(), "model_id": teacher.model_id,
-              "config": cfg.model_dump(mode="json", exclude={"device", "progress"})}
+def _file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _config_guard(store: Store, keys: RunKeys, cfg: CaptureConfig, teacher: Teacher, data: str | Path,
+                  ingest_cfg: IngestConfig) -> str:
+    """Pin the run to one capture config, teacher and input file: anything else would mix chunks."""
+    record = {"config_hash": cfg.hash(), "model_id": teacher.model_id, "data": str(data),
+              "data_sha256": _file_sha256(data), "dataset_format": ingest_cfg.dataset_format,
+              "shard_size": ingest_cfg.shard_size, "config": cfg.model_dump(mode="json", exclude={"device", "progress"})}
     key = keys("capture", "config.json")
     if store.exists(key):
         old = store.get_json(key)
-        if old.get("config_hash") != record["config_hash"] or old.get("model_id") != teacher.model_id:
-            raise ConfigError(
-                f"run {keys.run!r} was captured with config {old.get('config_hash')} ({old.get('model_id')}); "
-                f"this call has {record['config_hash']} ({teacher.model_id}). Use a new --run name."
-            )
+        pinned = ("config_hash", "model_id", "data_sha256", "dataset_format", "shard_size")
+        diff = [f"{k}: {old.get(k)} -> {record[k]}" for k in pinned if old.get(k) != record[k]]
+        if diff:
+            raise ConfigError(f"run {keys.run!r} was captured differently ({'; '.join(diff)}). Use a new --run name.")
     else:
         store.put_json(key, record)
     return record["config_hash"]
@@ -100,6 +111,8 @@ def capture_problems(problems: Iterable[Problem], total: int | None, store: Stor
         try:
             trace, chunk = capture_problem(teacher, problem, cfg, head_set, parts, config_hash)
             data = chunk_format.encode_chunk(chunk)
+        except (TeacherError, ConfigError):
+            raise  # the teacher or config is wrong for every problem: stop, do not record N failures
         except MyceliumError as e:
             summary.failed += 1
             record_failure(store, keys, "capture", problem.id, str(e), e)
@@ -121,6 +134,7 @@ def capture_problems(problems: Iterable[Problem], total: int | None, store: Stor
             arrays={n: {"shape": list(a.shape), "dtype": str(a.dtype)} for n, a in chunk.arrays().items()},
         )
         store.put_json(keys.manifest(problem.id), manifest.model_dump(mode="json"))
+        store.delete(keys.failure("capture", problem.id))  # an earlier failure of this problem is history now
         summary.n_out += 1
         summary.count("chunk_bytes", len(data))
         summary.count("cot_tokens", trace.t_gen)
@@ -140,7 +154,8 @@ def run_capture(data: str | Path, run: str, store: Store, cfg: CaptureConfig, in
     if not Path(data).is_file():
         raise MyceliumError(f"--data {data}: no such file")
     teacher = teacher or load_teacher(cfg.teacher, cfg.device, cfg.dtype)
-    _config_guard(store, keys, cfg, teacher)
+    resolve_hidden_layer(cfg, teacher.n_layers)  # a bad layer fails here, not once per problem
+    _config_guard(store, keys, cfg, teacher, data, ingest_cfg)
     budget = cfg.max_problem_tokens or problem_token_budget(teacher, cfg)
     counter = lambda text: len(teacher.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     summary.stages["ingest"] = StageSummary()

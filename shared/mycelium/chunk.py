@@ -8,7 +8,7 @@ name           shape            dtype   meaning
 iaf            [L, H, T]        float16 input attention fraction per layer, head, CoT token
 jsd            [L, H, T]        float16 JSD (nats) between token t's row and row t-1
 entropy        [L, H, T]        float16 entropy (nats) of the row
-connectivity   [L, H, T]        float16 keys with weight above the threshold
+connectivity   [L, H, T]        float16 keys with weight above the threshold (exact up to 2048)
 attn_problem   [S, T, P]        float16 attention of CoT tokens over the P problem tokens
 head_set       [S, 2]           int16   (layer, head) of each attn_problem slice; head -1 = layer mean
 hidden         [T, d]           float16 hidden states of one layer at the CoT tokens
@@ -16,8 +16,10 @@ cot_token_ids  [T]              int32   CoT token ids (same as the trace's)
 meta           [n]              uint8   UTF-8 JSON: format_version, problem_id, model_id, ...
 ============== ================ ======= ===================================================
 
-All rows are generation-phase (queries are CoT tokens) and renormalised after
-removing attention sinks (first token, chat-template tokens); see mycelium.signals.
+All rows are generation-phase and renormalised after removing attention sinks
+(first token, chat-template tokens); see mycelium.signals. The row of CoT token t
+is the query that produced it (position p-1+t, p = prompt length), and ``hidden``
+holds the states at those positions.
 L layers, H heads, T CoT tokens, P problem tokens, d hidden size,
 S = L + k (one head-mean per layer plus k computing heads).
 
@@ -31,6 +33,7 @@ import hashlib
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,7 +98,7 @@ def decode_chunk(data: bytes, key: str = "<bytes>") -> Chunk:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError, NotImplementedError) as e:
         raise ChunkFormatError(key, f"unreadable ({type(e).__name__}: {e})") from e
     if "meta" not in arrays:
         raise ChunkFormatError(key, "no 'meta' entry")
@@ -103,6 +106,8 @@ def decode_chunk(data: bytes, key: str = "<bytes>") -> Chunk:
         meta = json.loads(arrays.pop("meta").tobytes())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ChunkFormatError(key, f"meta is not JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise ChunkFormatError(key, f"meta is a JSON {type(meta).__name__}, expected an object")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise ChunkFormatError(key, f"format version {version!r}; this reader knows {FORMAT_VERSION}")
@@ -115,6 +120,10 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict, key: str) -> None:
     missing = need - arrays.keys()
     if missing:
         raise ChunkFormatError(key, f"missing arrays {sorted(missing)}")
+    dims = {"iaf": 3, "attn_problem": 3, "head_set": 2, "hidden": 2, "cot_token_ids": 1}
+    for name, nd in dims.items():
+        if arrays[name].ndim != nd:
+            raise ChunkFormatError(key, f"{name} has {arrays[name].ndim} dimensions, expected {nd}")
     L, H, T = arrays["iaf"].shape
     for name in SIGNAL_NAMES:
         if arrays[name].shape != (L, H, T):

@@ -33,9 +33,16 @@ def _capture(args) -> int:
     print(format_summary(result.summary))
     print(f"computing heads: {result.calibration.computing_heads}")
     print(f"outputs: {store.url}/{args.run}/")
-    failed = sum(s.failed for s in result.summary.stages.values())
+    return _exit_status(result.summary, store, args.run, "capture")
+
+
+def _exit_status(summary, store, run: str, stage: str) -> int:
+    failed = sum(s.failed for s in summary.stages.values())
     if failed:
-        print(f"{failed} item(s) failed: see {store.url}/{args.run}/failures/", file=sys.stderr)
+        print(f"{failed} item(s) failed: see {store.url}/{run}/failures/", file=sys.stderr)
+    if summary.stages[stage].all_failed:
+        print(f"mycelium {stage}: every item failed", file=sys.stderr)
+        return 1
     return 0
 
 

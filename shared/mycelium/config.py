@@ -14,7 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: Bumped whenever a signal definition in mycelium.signals changes meaning.
-SIGNALS_VERSION = 1
+#: 2: the row of CoT token t is the query that produced it (position p-1+t).
+SIGNALS_VERSION = 2
 
 
 class StageConfig(BaseModel):
@@ -57,6 +58,7 @@ class CaptureConfig(StageConfig):
     device: str = "auto"
     signals: SignalConfig = SignalConfig()
     signals_version: int = SIGNALS_VERSION
+    chunk_format_version: int = 1
     progress: bool = True
 
     @field_validator("computing_heads")
@@ -73,3 +75,33 @@ class IngestConfig(StageConfig):
     shard_size: int = Field(1000, ge=1)
     dataset_format: Literal["auto", "gsm8k", "math", "plain"] = "auto"
     limit: int | None = Field(None, ge=1)
+
+
+class AnalyzeConfig(StageConfig):
+    """Stage 3: per-chunk analysis. Which layers/heads feed each signal is recorded in the output."""
+
+    _runtime_only = frozenset({"progress", "workers", "sandbox_timeout_s"})
+
+    jsd_layers: tuple[int, ...] | None = Field(None, description="layers averaged for the JSD trace (default: all)")
+    iaf_heads: Literal["computing", "all"] = Field("computing", description="heads whose mean IAF gives heartbeats")
+    map_heads: Literal["computing", "layer_mean"] = Field("computing", description="attention used to map steps")
+    savgol_window: int = Field(5, ge=3)
+    savgol_polyorder: int = Field(2, ge=0)
+    peak_prominence: float = Field(0.5, gt=0, description="in units of the smoothed trace's standard deviation")
+    peak_distance: int = Field(4, ge=1, description="minimum tokens between boundaries")
+    snap_tokens: int = Field(2, ge=0, description="how far a boundary may move to reach a word start")
+    heartbeat_threshold: float = Field(0.5, gt=0, lt=1)
+    heartbeat_min_run: int = Field(5, ge=1)
+    boundary_tolerance: int = Field(2, ge=0, description="tokens, for precision/recall/F1")
+    map_top_k: int = Field(3, ge=1, description="most-attended problem tokens per step")
+    max_expressions: int = Field(64, ge=1)
+    sandbox_timeout_s: float = Field(2.0, gt=0)
+    workers: int | None = Field(None, ge=1)
+    progress: bool = True
+
+    @field_validator("savgol_window")
+    @classmethod
+    def _odd_window(cls, v):
+        if v % 2 == 0:
+            raise ValueError("savgol_window must be odd")
+        return v

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -68,7 +69,10 @@ class _PlainRow(_Row):
 def _detect(obj: dict) -> str:
     if "problem" in obj:
         return "math"
-    if isinstance(obj.get("answer"), str) and "####" in obj["answer"]:
+    answer = obj.get("answer")
+    # A worked GSM8K solution (steps, annotations) without its "####" line is a bad GSM8K row,
+    # not a plain row whose gold answer is a paragraph.
+    if isinstance(answer, str) and ("####" in answer or "<<" in answer or "\n" in answer.strip()):
         return "gsm8k"
     return "plain"
 
@@ -83,7 +87,12 @@ def _level(v: int | str | None) -> int | None:
 
 
 def _num(v: str | int | float) -> str:
-    return clean_number(str(v)) if not isinstance(v, str) else v.strip()
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"answer {v!r} is not a finite number")
+    out = clean_number(str(v)) if not isinstance(v, str) else v.strip()
+    if not out:
+        raise ValueError("answer is empty")
+    return out
 
 
 def _to_problem(obj: dict, fmt: str, source: Source) -> Problem:

@@ -76,14 +76,9 @@ def heatmap_png(trace: Trace, chunk: Chunk, problem_text: str) -> bytes:
 
 def inspect(store: Store, run: str, pid: str, out=sys.stdout, colour: bool | None = None) -> str:
     """Print the CoT with token boundaries; write the heat map; return its store key."""
-    from .ingest import read_shard
-
     trace, chunk = load(store, run, pid)
     keys = RunKeys(run)
-    question = next((p.question for k in store.list(keys("problems", "")) for p in read_shard(store, k) if p.id == pid),
-                    None)
-    if question is None:
-        raise MyceliumError(f"run {run!r}: problem {pid} is not in problems/")
+    question = trace.question
     colour = out.isatty() if colour is None else colour
     print(f"problem {pid} ({trace.model_id}, CoT: {trace.cot_source}, {trace.t_gen} tokens, prompt {trace.prompt_len})",
           file=out)

@@ -40,7 +40,11 @@ class Store(ABC):
 
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:
-        """Keys under ``prefix``, sorted."""
+        """Keys that start with ``prefix`` (a plain string prefix, as S3 does), sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; no error when it does not exist."""
 
     def get_json(self, key: str) -> Any:
         data = self.get(key)
@@ -97,9 +101,9 @@ class LocalStore(Store):
         return self._path(key).is_file()
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        base = self.root / prefix if prefix else self.root
-        # A prefix may end mid-name ("chunks/p1"): walk its directory and filter.
-        walk_root = base if base.is_dir() else base.parent
+        # A prefix is a string prefix, as on S3: "run/p1" matches "run/p1/x" and "run/p1x.json".
+        # Walk the directory that holds every such key, then filter.
+        walk_root = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not walk_root.is_dir():
             return iter(())
         keys = []
@@ -111,6 +115,9 @@ class LocalStore(Store):
                 if key.startswith(prefix):
                     keys.append(key)
         return iter(sorted(keys))
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
     def local_path(self, key: str) -> Path:
         return self._path(key)
@@ -149,6 +156,9 @@ class S3Store(Store):
                 return False
             raise
 
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
     def list(self, prefix: str = "") -> Iterator[str]:
         full = (self.prefix + "/" if self.prefix else "") + prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
@@ -167,6 +177,8 @@ def open_store(url: str | None = None) -> Store:
             raise StoreError(url, "s3 URL needs a bucket: s3://bucket/prefix")
         return S3Store(parsed.netloc, parsed.path)
     if parsed.scheme == "file":
+        if parsed.netloc:
+            raise StoreError(url, "file URLs take an absolute path: file:///abs/dir (three slashes)")
         return LocalStore(parsed.path)
     if parsed.scheme == "":
         return LocalStore(url)

@@ -36,6 +36,19 @@ def test_s3_store_roundtrip_and_listing(bucket):
         s.get("r/none")
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
     assert all(k.startswith("pre/fix/r/") for k in keys)
+    s.delete("r/chunks/b.npz")
+    assert not s.exists("r/chunks/b.npz")
+
+
+def test_s3_and_local_list_the_same_keys(bucket, tmp_path):
+    from mycelium.store import LocalStore
+
+    stores = [open_store(f"s3://{bucket}/p"), LocalStore(tmp_path)]
+    for st in stores:
+        for k in ["run/p1/x.json", "run/p1x.json", "run/p2.json", "run2/a.json"]:
+            st.put(k, b"")
+    for prefix in ["run/p1", "run", "run/", "run2/", "zzz"]:
+        assert list(stores[0].list(prefix)) == list(stores[1].list(prefix)), prefix
 
 
 def test_capture_to_s3(bucket, tiny_teacher):

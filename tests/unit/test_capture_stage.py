@@ -108,3 +108,45 @@ def test_config_validation_names_the_field():
         CaptureConfig(cot="sample")
     assert CaptureConfig().hash() == CaptureConfig(device="cuda", progress=False).hash()
     assert CaptureConfig().hash() != CaptureConfig(cot="generate").hash()
+
+
+def test_a_run_is_pinned_to_its_input_file(tmp_path, tiny_teacher, mixed_data):
+    store = LocalStore(tmp_path / "s")
+    run_capture(mixed_data, "r", store, CFG, IngestConfig(limit=1), teacher=tiny_teacher)
+    other = write_jsonl(tmp_path / "other.jsonl", [json.loads(SAMPLE.read_text().splitlines()[9])])
+    with pytest.raises(ConfigError, match="data_sha256"):
+        run_capture(other, "r", store, CFG, IngestConfig(limit=1), teacher=tiny_teacher)
+    # a larger --limit on the same file resumes the same run
+    res = run_capture(mixed_data, "r", store, CFG, IngestConfig(limit=3), teacher=tiny_teacher)
+    assert res.summary.stages["capture"].skipped == {"already captured": 1}
+
+
+def test_a_broken_teacher_stops_the_run_instead_of_failing_every_problem(tmp_path, tiny_tokenizer, mixed_data):
+    from mycelium.errors import AttentionUnavailableError
+    from mycelium.teacher import from_model
+
+    from ..conftest import make_tiny_model
+
+    model = make_tiny_model(tiny_tokenizer)
+    teacher = from_model(model, tiny_tokenizer, "broken")
+    model.config._attn_implementation = "sdpa"
+    cfg = CFG.model_copy(update={"computing_heads": ((0, 0),)})
+    store = LocalStore(tmp_path / "s")
+    with pytest.raises(AttentionUnavailableError):
+        run_capture(mixed_data, "r", store, cfg, IngestConfig(), teacher=teacher)
+    assert list(store.list("r/failures/capture/")) == []
+    assert store.get_json("r/summary.json")["stages"]["capture"]["n_out"] == 0
+
+
+def test_out_of_range_hidden_layer_fails_before_any_problem(tmp_path, tiny_teacher, mixed_data):
+    with pytest.raises(ConfigError, match="hidden_layer 9 out of range"):
+        run_capture(mixed_data, "r", LocalStore(tmp_path / "s"), CFG.model_copy(update={"hidden_layer": 9}),
+                    IngestConfig(), teacher=tiny_teacher)
+
+
+def test_a_problem_that_later_succeeds_loses_its_failure_record(tmp_path, tiny_teacher):
+    store, keys = LocalStore(tmp_path / "s"), RunKeys("f")
+    problem = list(read_dataset(SAMPLE))[0]
+    store.put_json(keys.failure("capture", problem.id), {"reason": "earlier crash"})
+    capture_problems([problem], 1, store, keys, tiny_teacher, CFG, HeadSet(3), StageSummary())
+    assert not store.exists(keys.failure("capture", problem.id)) and store.exists(keys.manifest(problem.id))

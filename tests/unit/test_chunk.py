@@ -70,3 +70,28 @@ def test_unknown_version_is_rejected():
 def test_seven_b_teacher_formula():
     # 28 layers, 28 heads, d=3584, 300 CoT tokens, 100 problem tokens, 8 computing heads
     assert bytes_per_problem(28, 28, 300, 100, 3584, 8) == 2 * (4 * 28 * 28 * 300 + 36 * 300 * 100 + 300 * 3584) + 4 * 36 + 4 * 300 + 1024
+
+
+def test_wrong_dimensions_and_meta_types_are_format_errors():
+    c = make_chunk()
+    arrays = {n: a for n, a in c.arrays().items()}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, meta=np.frombuffer(b'{"format_version": 1}', dtype=np.uint8),
+                        **{**arrays, "iaf": arrays["iaf"][0]})
+    with pytest.raises(ChunkFormatError, match="iaf has 2 dimensions"):
+        decode_chunk(buf.getvalue(), "k")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, meta=np.frombuffer(b"[1]", dtype=np.uint8), **arrays)
+    with pytest.raises(ChunkFormatError, match="meta is a JSON list"):
+        decode_chunk(buf.getvalue(), "k")
+
+
+def test_every_flipped_byte_gives_a_valid_chunk_or_a_format_error():
+    data = bytearray(encode_chunk(make_chunk()))
+    for pos in range(0, len(data), max(1, len(data) // 400)):
+        bad = bytearray(data)
+        bad[pos] ^= 0xFF
+        try:
+            decode_chunk(bytes(bad), "k")
+        except ChunkFormatError:
+            pass

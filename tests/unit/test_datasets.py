@@ -52,6 +52,9 @@ MALFORMED = [
     ("math without answer", json.dumps({"problem": "P?", "solution": "no box"}).encode(), "no 'answer'"),
     ("math bad level", json.dumps({"problem": "P?", "solution": "$\\boxed{1}$", "level": "hard"}).encode(), "level"),
     ("non-utf8", b'{"question": "caf\xe9?", "answer": "1"}', "not UTF-8"),
+    ("gsm8k without ####", json.dumps({"question": "Q?", "answer": "2+2=<<2+2=4>>4\nSo 4."}).encode(), "has no '####"),
+    ("plain empty answer", json.dumps({"question": "Q?", "answer": "  "}).encode(), "answer is empty"),
+    ("plain NaN answer", b'{"question": "Q?", "answer": NaN}', "not a finite number"),
 ]
 
 

@@ -56,3 +56,17 @@ def test_open_store_by_url(tmp_path):
         open_store("gs://x/y")
     with pytest.raises(StoreError, match="needs a bucket"):
         open_store("s3:///prefix")
+    with pytest.raises(StoreError, match="three slashes"):
+        open_store("file://runs")
+
+
+def test_prefixes_are_string_prefixes_like_s3(tmp_path):
+    s = LocalStore(tmp_path)
+    for k in ["run/p1/x.json", "run/p1x.json", "run/p2.json", "run2/a.json"]:
+        s.put(k, b"")
+    assert list(s.list("run/p1")) == ["run/p1/x.json", "run/p1x.json"]
+    assert list(s.list("run")) == ["run/p1/x.json", "run/p1x.json", "run/p2.json", "run2/a.json"]
+    assert list(s.list("run/")) == ["run/p1/x.json", "run/p1x.json", "run/p2.json"]
+    s.delete("run/p2.json")
+    s.delete("run/never-there")
+    assert not s.exists("run/p2.json")

@@ -1,0 +1,136 @@
+"""Find the arithmetic a chain of thought writes, and label it safely.
+
+Three kinds, each with its character span in the CoT:
+
+- ``annotation``: GSM8K calculator annotations ``<<48/2=24>>``
+- ``inline``: written arithmetic ``48 / 2 = 24`` (outside annotations)
+- ``latex``: equations in ``$...$``, ``$$...$$``, ``\\[...\\]``, ``\\(...\\)`` (MATH solutions)
+
+Plain arithmetic goes through :mod:`mycelium.safe_math`; LaTeX through the
+latex2sympy2_extended grammar parser. Both parse *and* evaluate inside one
+sandboxed child per chunk (CPU-time and memory limits), falling back to one
+child per expression when the batch hits a limit, so a hostile string costs at
+most its own time limit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .sandbox import run_sandboxed
+
+_NUM = r"\$?\d[\d,]*(?:\.\d+)?%?"
+_OPERAND = rf"\(*\s*{_NUM}\s*\)*"
+_INLINE = re.compile(
+    rf"(?<![\w.])(?P<expr>{_OPERAND}(?:\s*(?:[-+*/×÷]|x(?=\s*\(*\s*\$?\d))\s*{_OPERAND})+)\s*=\s*\$?(?P<res>-?\d[\d,]*(?:\.\d+)?)"
+)
+_ANNOTATION = re.compile(r"<<(?P<expr>[^<>=]+)=(?P<res>[^<>]*)>>(?P<after>-?[\d,]*\.?\d*)")
+_LATEX = re.compile(r"\$\$(?P<a>.+?)\$\$|\\\[(?P<b>.+?)\\\]|\\\((?P<c>.+?)\\\)|\$(?P<d>[^$]+?)\$", re.S)
+_LATEX_OPS = re.compile(r"[-+*/^]|\\cdot|\\times|\\div|\\frac|\\dfrac|\\sqrt|\\binom|!")
+_LATEX_SPLIT = re.compile(r"=|\\le(?:q)?\b|\\ge(?:q)?\b|\\approx|<|>")
+
+
+@dataclass(frozen=True)
+class Found:
+    kind: str  # annotation | inline | latex
+    start: int  # span of the whole computation in the CoT
+    end: int
+    text: str  # the expression to parse
+    result_text: str | None  # what the CoT says it equals
+
+
+def find_expressions(cot: str, limit: int = 64) -> list[Found]:
+    """All computations written in ``cot``, in order of position."""
+    found: list[Found] = []
+    masked = list(cot)
+    for m in _ANNOTATION.finditer(cot):
+        found.append(Found("annotation", m.start(), m.end("res") + 2, m.group("expr").strip(), m.group("res").strip()))
+        masked[m.start():m.end()] = "#" * (m.end() - m.start())  # its result echo too: "<<48/2=24>>24"
+    masked_text = "".join(masked)
+    for m in _LATEX.finditer(masked_text):
+        body = next(g for g in m.groups() if g is not None)
+        for part in _latex_parts(body):
+            found.append(Found("latex", m.start(), m.end(), part[0], part[1]))
+        masked[m.start():m.end()] = "#" * (m.end() - m.start())
+    masked_text = "".join(masked)
+    for m in _INLINE.finditer(masked_text):
+        expr = m.group("expr").strip().replace("$", "")
+        found.append(Found("inline", m.start("expr"), m.end("res"), expr, m.group("res").replace(",", "")))
+    found.sort(key=lambda f: (f.start, f.end))
+    return found[:limit]
+
+
+def _latex_parts(body: str) -> list[tuple[str, str | None]]:
+    """The computation side(s) of a LaTeX equation chain and the value it states, if numeric."""
+    sides = [s.strip() for s in _LATEX_SPLIT.split(body) if s.strip()]
+    if not sides:
+        return []
+    result = sides[-1] if len(sides) > 1 and re.fullmatch(r"-?\d+(?:\.\d+)?|\\[dt]?frac\{\d+\}\{\d+\}", sides[-1]) else None
+    work = [s for s in sides if _LATEX_OPS.search(s)]
+    if not work:
+        return []
+    return [(max(work, key=len), result)]
+
+
+@dataclass(frozen=True)
+class Labelled:
+    ok: bool
+    sympy: str | None = None
+    labels: tuple[str, ...] = ()
+    value: str | None = None
+    numbers: tuple[str, ...] = ()
+    reason: str | None = None
+
+
+def _label_one(kind: str, text: str) -> Labelled:
+    import sympy
+
+    from .safe_math import ParseError, op_labels, parse
+
+    try:
+        if kind == "latex":
+            from latex2sympy2_extended import latex2sympy
+
+            expr = latex2sympy(text)
+            numbers = tuple(str(a) for a in sorted(expr.atoms(sympy.Number), key=str))
+        else:
+            parsed = parse(text)
+            expr, numbers = parsed.expr, tuple(parsed.numbers())
+    except ParseError as e:
+        return Labelled(False, reason=e.reason)
+    except Exception as e:  # noqa: BLE001 - the LaTeX grammar raises many kinds
+        return Labelled(False, reason=f"latex: {type(e).__name__}: {str(e)[:120]}")
+    if not isinstance(expr, sympy.Expr):
+        return Labelled(False, reason=f"not an arithmetic expression ({type(expr).__name__})")
+    labels = tuple(op_labels(expr))
+    value = None
+    try:
+        v = expr.doit()
+        if not v.free_symbols and v.is_number:
+            v = sympy.nsimplify(v) if v.is_Float else v
+            value = str(v) if v.is_Rational else str(sympy.N(v, 15))
+            if value in ("zoo", "nan", "oo", "-oo"):
+                value = None
+    except (ZeroDivisionError, ValueError, TypeError, ArithmeticError, AttributeError):
+        value = None
+    return Labelled(True, sympy=str(expr)[:300], labels=labels, value=value, numbers=numbers)
+
+
+def _label_many(items: list[tuple[str, str]]) -> list[Labelled]:
+    return [_label_one(k, t) for k, t in items]
+
+
+def label_expressions(found: list[Found], timeout_s: float = 2.0, mem_mb: int = 512) -> list[Labelled]:
+    """Parse, label and evaluate each expression in the sandbox."""
+    items = [(f.kind, f.text) for f in found]
+    if not items:
+        return []
+    batch = run_sandboxed(_label_many, items, timeout_s=timeout_s + 0.5 * len(items), mem_mb=mem_mb)
+    if batch.ok:
+        return batch.value
+    out = []
+    for item in items:
+        r = run_sandboxed(_label_many, [item], timeout_s=timeout_s, mem_mb=mem_mb)
+        out.append(r.value[0] if r.ok else Labelled(False, reason=f"sandbox: {r.error.splitlines()[0]}"))
+    return out
