@@ -24,12 +24,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: $(STAMP)
 	$(BIN)/mycelium capture --data $(DATA) --run $(RUN) $(ARGS)
+	$(BIN)/mycelium analyze --run $(RUN)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/capture.py
+	$(BIN)/python benchmarks/analyze.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

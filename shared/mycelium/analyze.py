@@ -41,6 +41,36 @@ def word_starts(text: str, offsets: np.ndarray) -> np.ndarray:
     return (s == 0) | space[np.maximum(s - 1, 0)] | space[s]
 
 
+def reference_boundaries(cot: str, offsets: np.ndarray, found: list[Found]) -> np.ndarray:
+    """Step boundaries implied by the CoT's own arithmetic: the first token of each sentence
+    (or line) that holds a computation, except the CoT's first token."""
+    if not found:
+        return np.array([], np.int64)
+    sent_starts = np.array([m.end() for m in _SENTENCE_START.finditer(cot)] or [0])
+    ref_chars = sent_starts[np.searchsorted(sent_starts, [f.start for f in found], side="right") - 1]
+    ref = np.unique(np.searchsorted(offsets[:, 1], ref_chars, side="right"))
+    return ref[(ref > 0) & (ref < len(offsets))]
+
+
+def find_boundaries(jsd: np.ndarray, allowed: np.ndarray, cfg: AnalyzeConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step boundaries from a JSD trace: Savitzky–Golay smoothing, peaks, snapped to allowed tokens.
+
+    jsd: [T]; allowed: [T] bool (word starts). Returns (boundaries, their prominences, smoothed trace).
+    """
+    T = len(jsd)
+    smoothed = smooth(jsd, cfg.savgol_window, cfg.savgol_polyorder)  # [T]
+    spread = float(smoothed.std())
+    if spread == 0:
+        return np.array([], np.int64), np.array([]), smoothed
+    idx, prom = peaks(smoothed, cfg.peak_prominence * spread, cfg.peak_distance)
+    snapped = snap(idx, allowed, cfg.snap_tokens)  # [peaks]
+    inside = (snapped > 0) & (snapped < T)
+    bounds, which = np.unique(snapped[inside], return_inverse=True)
+    prom_by_bound = np.zeros(len(bounds))
+    np.maximum.at(prom_by_bound, which, prom[inside])  # two peaks snapped together keep the larger
+    return bounds, prom_by_bound, smoothed
+
+
 def _fraction(text: str) -> Fraction | None:
     try:
         return Fraction(text.replace(",", ""))
@@ -93,14 +123,7 @@ def analyze(trace: Trace, chunk: Chunk, cfg: AnalyzeConfig, config_hash: str = "
 
     # boundaries: smoothed JSD peaks, snapped to word starts
     jsd = chunk.jsd[layers].astype(np.float32).mean((0, 1))  # [T]
-    smoothed = smooth(jsd, cfg.savgol_window, cfg.savgol_polyorder)  # [T]
-    spread = float(smoothed.std())
-    idx, prom = peaks(smoothed, cfg.peak_prominence * spread, cfg.peak_distance) if spread > 0 else (np.array([], int), np.array([]))
-    snapped = snap(idx, word_starts(trace.cot_text, offsets), cfg.snap_tokens)  # [peaks]
-    inside = (snapped > 0) & (snapped < T)
-    bounds, which = np.unique(snapped[inside], return_inverse=True)
-    prom_by_bound = np.zeros(len(bounds))
-    np.maximum.at(prom_by_bound, which, prom[inside])  # two peaks snapped together keep the larger
+    bounds, prom_by_bound, smoothed = find_boundaries(jsd, word_starts(trace.cot_text, offsets), cfg)
 
     # heartbeats on the computing heads' IAF
     heads = _heads(chunk, cfg.iaf_heads)
@@ -121,10 +144,7 @@ def analyze(trace: Trace, chunk: Chunk, cfg: AnalyzeConfig, config_hash: str = "
     found = find_expressions(trace.cot_text, cfg.max_expressions)
     labelled = label_expressions(found, cfg.sandbox_timeout_s)
     expr_tok = np.searchsorted(offsets[:, 1], [f.start for f in found], side="right")  # token of each expression
-    sent_starts = np.array([m.end() for m in _SENTENCE_START.finditer(trace.cot_text)] or [0])
-    ref_chars = sent_starts[np.searchsorted(sent_starts, [f.start for f in found], side="right") - 1] if found else []
-    ref = np.unique(np.searchsorted(offsets[:, 1], ref_chars, side="right")) if found else np.array([], int)
-    ref = ref[(ref > 0) & (ref < T)]
+    ref = reference_boundaries(trace.cot_text, offsets, found)
     tp, fp, fn = boundary_match(bounds, ref, cfg.boundary_tolerance) if found else (0, 0, 0)
 
     edges = np.concatenate([[0], bounds, [T]]).astype(np.int64)

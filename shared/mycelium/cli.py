@@ -2,6 +2,8 @@
 
     mycelium capture --data FILE [--limit N] [--cot reference|generate] [--store URL] [--run NAME]
     mycelium inspect --run NAME PROBLEM_ID [--store URL]
+    mycelium analyze --run NAME [--store URL] [--workers N]
+    mycelium show --run NAME PROBLEM_ID [--store URL]
 """
 
 from __future__ import annotations
@@ -46,6 +48,33 @@ def _exit_status(summary, store, run: str, stage: str) -> int:
     return 0
 
 
+def _analyze(args) -> int:
+    from .analyze_stage import format_report, run_analyze
+    from .config import AnalyzeConfig
+    from .runs import RunKeys, format_summary
+    from .store import open_store
+
+    fields = {k: v for k, v in {
+        "peak_prominence": args.peak_prominence, "peak_distance": args.peak_distance,
+        "heartbeat_threshold": args.heartbeat_threshold, "heartbeat_min_run": args.heartbeat_min_run,
+        "jsd_layers": tuple(int(x) for x in args.jsd_layers.split(",")) if args.jsd_layers else None,
+    }.items() if v is not None}
+    cfg = AnalyzeConfig(workers=args.workers, progress=not args.no_progress, **fields)
+    store = open_store(args.store)
+    summary = run_analyze(store, args.run, cfg)
+    print(format_summary(summary))
+    print(format_report(store.get_json(RunKeys(args.run)("analyze", "report.json"))))
+    return _exit_status(summary, store, args.run, "analyze")
+
+
+def _show(args) -> int:
+    from .show import show
+    from .store import open_store
+
+    show(open_store(args.store), args.run, args.problem_id)
+    return 0
+
+
 def _inspect(args) -> int:
     from .inspect_chunk import inspect
     from .store import open_store
@@ -81,6 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--run", required=True)
     ins.add_argument("--store", default=None)
     ins.set_defaults(func=_inspect)
+    ana = sub.add_parser("analyze", help="map the per-chunk analysis over a run's chunks (one process per core)")
+    ana.add_argument("--run", required=True)
+    ana.add_argument("--store", default=None)
+    ana.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    ana.add_argument("--peak-prominence", type=float, default=None, help="JSD peak prominence, in trace std units")
+    ana.add_argument("--peak-distance", type=int, default=None, help="minimum tokens between boundaries")
+    ana.add_argument("--heartbeat-threshold", type=float, default=None)
+    ana.add_argument("--heartbeat-min-run", type=int, default=None)
+    ana.add_argument("--jsd-layers", default=None, help="comma-separated layers for the JSD trace (default: all)")
+    ana.add_argument("--no-progress", action="store_true")
+    ana.set_defaults(func=_analyze)
+
+    sho = sub.add_parser("show", help="one analysed problem: mapped spans (terminal + HTML) and a PNG of its traces")
+    sho.add_argument("problem_id")
+    sho.add_argument("--run", required=True)
+    sho.add_argument("--store", default=None)
+    sho.set_defaults(func=_show)
     return parser
 
 

@@ -87,7 +87,7 @@ class AnalyzeConfig(StageConfig):
     map_heads: Literal["computing", "layer_mean"] = Field("computing", description="attention used to map steps")
     savgol_window: int = Field(5, ge=3)
     savgol_polyorder: int = Field(2, ge=0)
-    peak_prominence: float = Field(0.5, gt=0, description="in units of the smoothed trace's standard deviation")
+    peak_prominence: float = Field(1.0, gt=0, description="in units of the smoothed trace's standard deviation")
     peak_distance: int = Field(4, ge=1, description="minimum tokens between boundaries")
     snap_tokens: int = Field(2, ge=0, description="how far a boundary may move to reach a word start")
     heartbeat_threshold: float = Field(0.5, gt=0, lt=1)

@@ -26,7 +26,9 @@ _INLINE = re.compile(
     rf"(?<![\w.])(?P<expr>{_OPERAND}(?:\s*(?:[-+*/×÷]|x(?=\s*\(*\s*\$?\d))\s*{_OPERAND})+)\s*=\s*\$?(?P<res>-?\d[\d,]*(?:\.\d+)?)"
 )
 _ANNOTATION = re.compile(r"<<(?P<expr>[^<>=]+)=(?P<res>[^<>]*)>>(?P<after>-?[\d,]*\.?\d*)")
-_LATEX = re.compile(r"\$\$(?P<a>.+?)\$\$|\\\[(?P<b>.+?)\\\]|\\\((?P<c>.+?)\\\)|\$(?P<d>[^$]+?)\$", re.S)
+# Inline $...$ by pandoc's rule, so currency is not math: the opening $ is followed by a non-space,
+# the closing $ follows a non-space and is not followed by a digit ("costs $5 and $10" is not math).
+_LATEX = re.compile(r"\$\$(?P<a>.+?)\$\$|\\\[(?P<b>.+?)\\\]|\\\((?P<c>.+?)\\\)|\$(?!\s)(?P<d>[^$]+?)(?<!\s)\$(?!\d)", re.S)
 _LATEX_OPS = re.compile(r"[-+*/^]|\\cdot|\\times|\\div|\\frac|\\dfrac|\\sqrt|\\binom|!")
 _LATEX_SPLIT = re.compile(r"=|\\le(?:q)?\b|\\ge(?:q)?\b|\\approx|<|>")
 

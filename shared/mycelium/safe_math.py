@@ -211,8 +211,23 @@ def parse(text: str, variables: bool = False) -> Parsed:
     return Parsed(text, _Parser(text, variables).parse())
 
 
+def _small_value(exp: sympy.Expr) -> sympy.Expr:
+    """The value of an unevaluated exponent like ``1/3`` when that is cheap and bounded, else ``exp``.
+
+    Only small integer atoms and no nested powers other than ``x**-1``: ``(9**9**9)`` stays as it is.
+    """
+    if exp.is_Atom or exp.free_symbols or sympy.count_ops(exp) > 6:
+        return exp
+    if any(abs(a) > 1000 for a in exp.atoms(sympy.Integer)):
+        return exp
+    if any(p.exp != -1 for p in exp.atoms(sympy.Pow)):
+        return exp
+    return exp.doit()
+
+
 def pow_label(exp: sympy.Expr) -> str:
     """Split ``Pow`` by exponent: sqrt / square / inverse / cube / frac_pow / pow_general."""
+    exp = _small_value(exp)
     if exp == sympy.Rational(1, 2):
         return "sqrt"
     if exp == 2:

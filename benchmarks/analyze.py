@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Analyze benchmark: ms per chunk per core, MB/s of attention processed, beside numpy copy bandwidth.
+
+    .venv/bin/python benchmarks/analyze.py [--store URL --run NAME] [--n 40]
+
+Without --run it first captures N GSM8K train problems (bundled sample when
+../shared/data is absent) with the embedded teacher into a temporary store.
+Timings exclude store I/O: chunks are decoded into memory first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+GSM8K = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+SAMPLE = ROOT / "shared" / "mycelium" / "data" / "sample_problems.jsonl"
+
+
+def main() -> int:
+    from mycelium.analyze import analyze
+    from mycelium.analyze_stage import captured_ids, run_analyze
+    from mycelium.artifacts import Trace
+    from mycelium.capture_stage import run_capture
+    from mycelium.chunk import decode_chunk
+    from mycelium.config import AnalyzeConfig, CaptureConfig, IngestConfig
+    from mycelium.expressions import find_expressions, label_expressions
+    from mycelium.runs import RunKeys
+    from mycelium.store import LocalStore, open_store
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--store", default=None)
+    ap.add_argument("--run", default=None)
+    ap.add_argument("--n", type=int, default=40)
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="mycelium-bench-")
+    try:
+        if args.run:
+            store, run = open_store(args.store), args.run
+        else:
+            store, run = LocalStore(tmp), "bench"
+            data = GSM8K if GSM8K.is_file() else SAMPLE
+            print(f"capturing {args.n} problems of {data} with the embedded teacher ...", flush=True)
+            run_capture(data, run, store, CaptureConfig(progress=False), IngestConfig(limit=args.n))
+        keys = RunKeys(run)
+        pids = captured_ids(store, keys)[: args.n]
+        items = [(Trace.model_validate(store.get_json(keys.trace(p))), decode_chunk(store.get(keys.chunk(p)))) for p in pids]
+        arrays = [a for _, c in items for a in c.arrays().values()]
+        mb = sum(a.nbytes for a in arrays) / 2**20
+        cfg = AnalyzeConfig(progress=False)
+
+        analyze(*items[0], cfg)  # warm imports (scipy, sympy, latex parser)
+        t0 = time.perf_counter()
+        for trace, chunk in items:
+            analyze(trace, chunk, cfg)
+        full = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for trace, _ in items:
+            label_expressions(find_expressions(trace.cot_text))
+        exprs = time.perf_counter() - t0
+
+        reps = 20
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            for a in arrays:
+                np.copy(a)
+        copy_s = (time.perf_counter() - t0) / reps
+
+        n = len(items)
+        print(f"{n} chunks, {mb:.1f} MB of fp16 arrays ({mb / n * 1024:.0f} KB/chunk)")
+        print(f"one core: {1000 * full / n:.1f} ms/chunk, of which expressions in the sandbox "
+              f"{1000 * exprs / n:.1f} ms and signals/steps/mapping {1000 * (full - exprs) / n:.1f} ms")
+        print(f"attention processed: {mb / full:.1f} MB/s (signals part alone {mb / max(full - exprs, 1e-9):.1f} MB/s); "
+              f"numpy copy of the same arrays: {mb / copy_s:.0f} MB/s "
+              f"(analysis at {100 * (mb / full) / (mb / copy_s):.2f}% of copy bandwidth)")
+
+        for workers in sorted({1, os.cpu_count() or 1}):
+            st = LocalStore(Path(tmp) / f"pool{workers}")
+            for p in pids:
+                for key in (keys.trace(p), keys.chunk(p), keys.manifest(p)):
+                    st.put(key, store.get(key))
+            t0 = time.perf_counter()
+            summary = run_analyze(st, run, AnalyzeConfig(workers=workers, progress=False))
+            wall = time.perf_counter() - t0
+            out = summary.stages["analyze"].n_out
+            print(f"pool, {workers} worker(s): {wall:.1f} s wall for {out} chunks = "
+                  f"{1000 * wall * workers / out:.1f} ms per chunk per core (store I/O and worker start included)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

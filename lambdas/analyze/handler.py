@@ -1,0 +1,45 @@
+"""Lambda: analyze one captured chunk (the map stage of the MapReduce).
+
+Event (from the Step Functions Distributed Map's ItemSelector)::
+
+    {"run": "gsm8k-train", "chunk_key": "runs/gsm8k-train/chunks/p0a1b2c3d4e5f.npz"}
+
+``chunk_key`` may be the bucket key (with the store's prefix) or the store-relative key.
+Returns a small summary; the outputs are ``signals/<pid>.json`` and ``steps/<pid>.jsonl``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mycelium import env
+from mycelium.analyze import analyze_one
+from mycelium.config import AnalyzeConfig
+from mycelium.store import open_store
+
+log = logging.getLogger()
+log.setLevel(logging.INFO)
+
+STORE = open_store(os.environ.get(env.STORE_URL))  # s3://bucket/prefix; created once per container
+CONFIG = AnalyzeConfig.model_validate_json(os.environ.get("MYCELIUM_ANALYZE_CONFIG", "{}"))
+
+
+class AnalyzeEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    run: str = Field(min_length=1)
+    chunk_key: str = Field(pattern=r"chunks/p[0-9a-f]{12}\.npz$")
+
+    @property
+    def problem_id(self) -> str:
+        return self.chunk_key.rsplit("/", 1)[-1][: -len(".npz")]
+
+
+def handler(event: dict, context=None) -> dict:
+    ev = AnalyzeEvent.model_validate(event)
+    summary = analyze_one(STORE, ev.run, ev.problem_id, CONFIG)
+    log.info({"message": "analyzed", **summary})
+    return summary

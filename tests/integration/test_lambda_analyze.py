@@ -1,0 +1,57 @@
+"""lambdas/analyze/handler.py on moto S3 with a real event JSON fixture."""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from mycelium.artifacts import SignalsRecord, StepRecord
+from mycelium.capture_stage import run_capture
+from mycelium.config import CaptureConfig, IngestConfig
+from mycelium.store import open_store
+
+from ..conftest import ROOT, SAMPLE
+
+EVENT = Path(__file__).resolve().parents[1] / "fixtures" / "events" / "analyze.json"
+
+
+@pytest.fixture
+def s3_run(monkeypatch, tiny_teacher):
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1", "MYCELIUM_STORE": "s3://mycelium-test/runs"}.items():
+        monkeypatch.setenv(k, v)
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="mycelium-test")
+        store = open_store("s3://mycelium-test/runs")
+        run_capture(SAMPLE, "lambda-run", store, CaptureConfig(n_computing_heads=2, calibration_problems=1, progress=False),
+                    IngestConfig(limit=2), teacher=tiny_teacher)
+        monkeypatch.syspath_prepend(str(ROOT / "lambdas" / "analyze"))
+        sys.modules.pop("handler", None)
+        yield store, importlib.import_module("handler")  # module-level client created inside the mock
+        sys.modules.pop("handler", None)
+
+
+def test_handler_analyzes_one_chunk_into_s3(s3_run):
+    store, handler = s3_run
+    pid = next(store.list("lambda-run/traces/")).split("/")[-1][:-5]
+    event = json.loads(EVENT.read_text().replace("PID", pid))  # the bucket key, as the Distributed Map passes it
+    out = handler.handler(event, None)
+    assert out["problem_id"] == pid and out["steps"] >= 1
+    assert len(json.dumps(out)) < 2048  # small: big results stay in S3
+    rec = SignalsRecord.model_validate(store.get_json(f"lambda-run/signals/{pid}.json"))
+    steps = [StepRecord.model_validate_json(l) for l in store.get(f"lambda-run/steps/{pid}.jsonl").decode().splitlines()]
+    assert rec.n_steps == len(steps) == out["steps"]
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="mycelium-test", Prefix="runs/lambda-run/")["Contents"]]
+    assert f"runs/lambda-run/signals/{pid}.json" in keys and f"runs/lambda-run/steps/{pid}.jsonl" in keys
+
+
+def test_handler_rejects_a_malformed_event(s3_run):
+    from pydantic import ValidationError
+
+    _, handler = s3_run
+    with pytest.raises(ValidationError, match="chunk_key"):
+        handler.handler({"run": "lambda-run", "chunk_key": "../../etc/passwd"}, None)

@@ -1,0 +1,122 @@
+"""Per-chunk analysis on chunks captured from the tiny teacher, the pool stage, and `show`."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from mycelium.analyze import analyze, analyze_one
+from mycelium.analyze_stage import run_analyze
+from mycelium.artifacts import SignalsRecord, StepRecord, Trace
+from mycelium.capture_stage import run_capture
+from mycelium.chunk import decode_chunk
+from mycelium.config import AnalyzeConfig, CaptureConfig, IngestConfig
+from mycelium.errors import ConfigError, MyceliumError
+from mycelium.runs import RunKeys
+from mycelium.show import show
+from mycelium.store import LocalStore
+
+from ..conftest import SAMPLE
+
+ACFG = AnalyzeConfig(workers=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory, tiny_teacher):
+    store = LocalStore(tmp_path_factory.mktemp("analyze") / "store")
+    cfg = CaptureConfig(n_computing_heads=3, calibration_problems=2, progress=False)
+    run_capture(SAMPLE, "a", store, cfg, IngestConfig(limit=6), teacher=tiny_teacher)
+    return store
+
+
+def _load(store, pid):
+    keys = RunKeys("a")
+    return Trace.model_validate(store.get_json(keys.trace(pid))), decode_chunk(store.get(keys.chunk(pid)))
+
+
+def _pids(store):
+    return [k.split("/")[-1][:-5] for k in store.list("a/traces/")]
+
+
+def test_steps_tile_the_cot_and_carry_labels_grounding_and_embeddings(captured):
+    for pid in _pids(captured):
+        trace, chunk = _load(captured, pid)
+        rec, steps = analyze(trace, chunk, AnalyzeConfig())
+        assert steps[0].token_start == 0 and steps[-1].token_end == trace.t_gen
+        assert all(a.token_end == b.token_start for a, b in zip(steps, steps[1:]))
+        assert [s.token_start for s in steps[1:]] == rec.boundaries
+        for s in steps:
+            assert s.text == trace.cot_text[s.char_start:s.char_end]
+            assert s.embedding.to_array().shape == (32,) and np.isfinite(s.embedding.to_array()).all()
+            for m in s.mapped_spans:
+                assert trace.question[m.start:m.end] == m.text
+        exprs = [e for s in steps for e in s.expressions]
+        assert exprs and all(e.ok and e.value_matches_result for e in exprs)  # the sample's annotations are right
+        assert rec.n_expressions == len(exprs) and rec.reference_boundaries
+        for e in exprs:
+            for op in e.operands:
+                if op.source in ("text", "word"):
+                    assert trace.question[op.span[0]:op.span[1]] == op.span_text
+        assert rec.heartbeats == len(rec.heartbeat_runs) and len(rec.received_attention) == len(trace.problem_offsets)
+
+
+def test_operands_are_grounded_in_text_words_prior_steps_and_constants(captured):
+    sources = {}
+    for pid in _pids(captured):
+        trace, chunk = _load(captured, pid)
+        _, steps = analyze(trace, chunk, AnalyzeConfig())
+        for s in steps:
+            for e in s.expressions:
+                for op in e.operands:
+                    sources.setdefault(op.source, []).append((trace.question, e.text, op))
+    assert {"text", "step"} <= set(sources)
+    for q, expr, op in sources["step"]:
+        assert op.step is not None
+
+
+def test_bad_jsd_layers_are_a_config_error(captured):
+    trace, chunk = _load(captured, _pids(captured)[0])
+    with pytest.raises(ConfigError, match="jsd_layers"):
+        analyze(trace, chunk, AnalyzeConfig(jsd_layers=(0, 7)))
+
+
+def test_stage_runs_in_a_pool_resumes_and_records_failures(captured, tmp_path):
+    import shutil
+
+    store = LocalStore(tmp_path / "copy")
+    shutil.copytree(captured.root, store.root)
+    victim = _pids(store)[0]
+    store.put(f"a/chunks/{victim}.npz", b"not a chunk")  # corrupt one chunk
+    summary = run_analyze(store, "a", ACFG)
+    st = summary.stages["analyze"]
+    assert (st.n_in, st.n_out, st.failed) == (6, 5, 1)
+    fail = store.get_json(f"a/failures/analyze/{victim}.json")
+    assert f"chunk a/chunks/{victim}.npz: unreadable" in fail["reason"]
+    report = store.get_json("a/analyze/report.json")
+    assert report["problems"] == 5 and 0 <= report["boundaries"]["f1"] <= 1
+    for key in store.list("a/steps/"):
+        for line in store.get(key).decode().splitlines():
+            StepRecord.model_validate_json(line)
+    for key in store.list("a/signals/"):
+        SignalsRecord.model_validate(store.get_json(key))
+    before = {k: store.get(k) for k in store.list("a/signals/")}
+    again = run_analyze(store, "a", ACFG).stages["analyze"]
+    assert (again.n_out, again.skipped, again.failed) == (0, {"already analyzed": 5}, 1)
+    assert {k: store.get(k) for k in store.list("a/signals/")} == before
+
+
+def test_show_writes_html_and_png_and_prints_spans(captured, tmp_path):
+    pid = _pids(captured)[1]
+    analyze_one(captured, "a", pid, AnalyzeConfig())
+    out = io.StringIO()
+    html_key, png_key = show(captured, "a", pid, out=out, colour=False)
+    text = out.getvalue()
+    assert f"problem {pid}" in text and "step 0" in text and "reads:" in text
+    assert "<table>" in captured.get(html_key).decode()
+    assert captured.get(png_key)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_show_before_analyze_says_what_to_run(captured):
+    with pytest.raises(MyceliumError, match="mycelium analyze --run a"):
+        show(captured, "a", _pids(captured)[2] if False else "p000000000000", out=io.StringIO())
