@@ -46,7 +46,7 @@ def main() -> int:
     L = rows[0][0].shape[0]
     half = len(rows) // 2
     layer_sets = {"all": list(range(L)), "first half": list(range(L // 2)), "second half": list(range(L // 2, L))}
-    grid = list(itertools.product(layer_sets, [0.5, 1.0, 1.5, 2.0], [4, 8, 12, 16]))
+    grid = list(itertools.product(layer_sets, [0.5, 1.0, 2.0, 3.0, 4.0], [4, 8, 16, 24, 32]))
 
     def score(part, layers, prom, dist):
         cfg = AnalyzeConfig(peak_prominence=prom, peak_distance=dist)
@@ -59,6 +59,19 @@ def main() -> int:
         return {**prf(tp, fp, fn), "boundaries_per_problem": n_b / len(part),
                 "reference_per_problem": sum(len(r) for *_, r in part) / len(part)}
 
+    def chance(part, layers, prom, dist, seed=0):
+        """The same number of boundaries per problem, at random word starts."""
+        rng = np.random.default_rng(seed)
+        cfg = AnalyzeConfig(peak_prominence=prom, peak_distance=dist)
+        tp = fp = fn = 0
+        for jsd_l, allowed, ref in part:
+            n = len(find_boundaries(jsd_l[layer_sets[layers]].mean(0), allowed, cfg)[0])
+            cand = np.flatnonzero(allowed[1:]) + 1
+            b = rng.choice(cand, size=min(n, cand.size), replace=False) if cand.size else cand
+            m = boundary_match(b, ref, cfg.boundary_tolerance)
+            tp, fp, fn = tp + m[0], fp + m[1], fn + m[2]
+        return prf(tp, fp, fn)
+
     print(f"{args.run}: {len(rows)} problems with reference boundaries; tune on {half}, report on {len(rows) - half}")
     print(f"{'layers':>12} {'prominence':>10} {'distance':>8} {'F1 (tune)':>9}")
     results = []
@@ -68,12 +81,19 @@ def main() -> int:
         print(f"{layers:>12} {prom:>10} {dist:>8} {s['f1']:>9.3f}")
     _, layers, prom, dist = max(results)
     held = score(rows[half:], layers, prom, dist)
-    default = score(rows[half:], "all", AnalyzeConfig().peak_prominence, AnalyzeConfig().peak_distance)
+    d = AnalyzeConfig()
+    default_layers = next((k for k, v in layer_sets.items() if v == d.layers_for(L)), None)
+    layer_sets["default"] = d.layers_for(L)
+    default_layers = default_layers or "default"
+    default = score(rows[half:], default_layers, d.peak_prominence, d.peak_distance)
     print(f"best on the tuning half: layers={layers} prominence={prom} distance={dist}")
     print(f"held-out half, best setting:    P {held['precision']:.3f} R {held['recall']:.3f} F1 {held['f1']:.3f} "
           f"({held['boundaries_per_problem']:.1f} boundaries vs {held['reference_per_problem']:.1f} reference per problem)")
     print(f"held-out half, default setting: P {default['precision']:.3f} R {default['recall']:.3f} F1 {default['f1']:.3f} "
           f"({default['boundaries_per_problem']:.1f} boundaries per problem)")
+    base = chance(rows[half:], layers, prom, dist)
+    print(f"held-out half, chance (same count at random word starts): P {base['precision']:.3f} "
+          f"R {base['recall']:.3f} F1 {base['f1']:.3f}")
     return 0
 
 

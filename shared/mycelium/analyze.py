@@ -116,7 +116,7 @@ def analyze(trace: Trace, chunk: Chunk, cfg: AnalyzeConfig, config_hash: str = "
     L = chunk.iaf.shape[0]
     if chunk.iaf.shape[-1] != T:
         raise ValueError(f"chunk has {chunk.iaf.shape[-1]} CoT tokens, trace has {T}")
-    layers = list(cfg.jsd_layers) if cfg.jsd_layers is not None else list(range(L))
+    layers = cfg.layers_for(L)
     if any(not 0 <= l < L for l in layers):
         raise ConfigError(f"jsd_layers {layers} out of range for {L} layers")
     offsets = np.asarray(trace.cot_offsets, dtype=np.int64).reshape(-1, 2)  # [T, 2]

@@ -82,13 +82,18 @@ class AnalyzeConfig(StageConfig):
 
     _runtime_only = frozenset({"progress", "workers", "sandbox_timeout_s"})
 
-    jsd_layers: tuple[int, ...] | None = Field(None, description="layers averaged for the JSD trace (default: all)")
+    jsd_layers: tuple[int, ...] | None = Field(None, description="layers averaged for the JSD trace (overrides the fraction)")
+    jsd_layer_fraction: tuple[float, float] = Field(
+        (0.0, 0.5), description="else the layers in [a, b) of the depth; default the first half"
+    )
     iaf_heads: Literal["computing", "all"] = Field("computing", description="heads whose mean IAF gives heartbeats")
     map_heads: Literal["computing", "layer_mean"] = Field("computing", description="attention used to map steps")
     savgol_window: int = Field(5, ge=3)
     savgol_polyorder: int = Field(2, ge=0)
-    peak_prominence: float = Field(1.0, gt=0, description="in units of the smoothed trace's standard deviation")
-    peak_distance: int = Field(4, ge=1, description="minimum tokens between boundaries")
+    # Defaults: the best setting on half of 400 GSM8K train problems (embedded teacher, reference CoT),
+    # held-out F1 0.41 against 0.20 for as many boundaries at random word starts (benchmarks/boundaries.py).
+    peak_prominence: float = Field(3.0, gt=0, description="in units of the smoothed trace's standard deviation")
+    peak_distance: int = Field(24, ge=1, description="minimum tokens between boundaries")
     snap_tokens: int = Field(2, ge=0, description="how far a boundary may move to reach a word start")
     heartbeat_threshold: float = Field(0.5, gt=0, lt=1)
     heartbeat_min_run: int = Field(5, ge=1)
@@ -98,6 +103,20 @@ class AnalyzeConfig(StageConfig):
     sandbox_timeout_s: float = Field(2.0, gt=0)
     workers: int | None = Field(None, ge=1)
     progress: bool = True
+
+    @field_validator("jsd_layer_fraction")
+    @classmethod
+    def _fraction_range(cls, v):
+        if not 0.0 <= v[0] < v[1] <= 1.0:
+            raise ValueError("jsd_layer_fraction must satisfy 0 <= a < b <= 1")
+        return v
+
+    def layers_for(self, n_layers: int) -> list[int]:
+        """The layers whose JSD is averaged, for a model of ``n_layers``."""
+        if self.jsd_layers is not None:
+            return list(self.jsd_layers)
+        a, b = self.jsd_layer_fraction
+        return list(range(int(a * n_layers), max(int(a * n_layers) + 1, int(round(b * n_layers)))))
 
     @field_validator("savgol_window")
     @classmethod

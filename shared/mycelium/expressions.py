@@ -18,17 +18,24 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from . import safe_math  # noqa: F401 - sympy is imported here once, so each forked child has it
 from .sandbox import run_sandboxed
 
 _NUM = r"\$?\d[\d,]*(?:\.\d+)?%?"
 _OPERAND = rf"\(*\s*{_NUM}\s*\)*"
+_OP = r"(?:[-+*/×÷]|x(?=\s*\(*\s*\$?\d))"
+_CHAIN = rf"{_OPERAND}(?:\s*{_OP}\s*{_OPERAND})+"
+# "a op b [= c op d ...] = result": the first expression as written, the last number as its result
+# (never a number that an operator follows: in "= 16 + 20" 16 is not the result).
 _INLINE = re.compile(
-    rf"(?<![\w.])(?P<expr>{_OPERAND}(?:\s*(?:[-+*/×÷]|x(?=\s*\(*\s*\$?\d))\s*{_OPERAND})+)\s*=\s*\$?(?P<res>-?\d[\d,]*(?:\.\d+)?)"
+    rf"(?<![\w.])(?P<expr>{_CHAIN})(?:\s*=\s*{_CHAIN})*\s*=\s*\$?"
+    rf"(?P<res>-?\d[\d,]*(?:\.\d+)?(?:/\d+)?)(?![\d,]*\s*{_OP}\s*\(*\s*\$?\d)"
 )
 _ANNOTATION = re.compile(r"<<(?P<expr>[^<>=]+)=(?P<res>[^<>]*)>>(?P<after>-?[\d,]*\.?\d*)")
 # Inline $...$ by pandoc's rule, so currency is not math: the opening $ is followed by a non-space,
 # the closing $ follows a non-space and is not followed by a digit ("costs $5 and $10" is not math).
-_LATEX = re.compile(r"\$\$(?P<a>.+?)\$\$|\\\[(?P<b>.+?)\\\]|\\\((?P<c>.+?)\\\)|\$(?!\s)(?P<d>[^$]+?)(?<!\s)\$(?!\d)", re.S)
+_LATEX = re.compile(r"\$\$(?P<a>.+?)\$\$|\\\[(?P<b>.+?)\\\]|\\\((?P<c>.+?)\\\)|\$(?!\s)(?P<d>[^$\n]+?)(?<!\s)\$(?!\d)", re.S)
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+|\$\$|\^\{")
 _LATEX_OPS = re.compile(r"[-+*/^]|\\cdot|\\times|\\div|\\frac|\\dfrac|\\sqrt|\\binom|!")
 _LATEX_SPLIT = re.compile(r"=|\\le(?:q)?\b|\\ge(?:q)?\b|\\approx|<|>")
 
@@ -50,7 +57,9 @@ def find_expressions(cot: str, limit: int = 64) -> list[Found]:
         found.append(Found("annotation", m.start(), m.end("res") + 2, m.group("expr").strip(), m.group("res").strip()))
         masked[m.start():m.end()] = "#" * (m.end() - m.start())  # its result echo too: "<<48/2=24>>24"
     masked_text = "".join(masked)
-    for m in _LATEX.finditer(masked_text):
+    # Text without LaTeX commands (GSM8K) uses $ for money only: "$12 ... $20" is not math.
+    latex_spans = _LATEX.finditer(masked_text) if _LATEX_COMMAND.search(cot) else ()
+    for m in latex_spans:
         body = next(g for g in m.groups() if g is not None)
         for part in _latex_parts(body):
             found.append(Found("latex", m.start(), m.end(), part[0], part[1]))
@@ -128,6 +137,8 @@ def label_expressions(found: list[Found], timeout_s: float = 2.0, mem_mb: int = 
     items = [(f.kind, f.text) for f in found]
     if not items:
         return []
+    if any(kind == "latex" for kind, _ in items):
+        import latex2sympy2_extended  # noqa: F401 - imported once here, so each forked child has it (~0.5 s)
     batch = run_sandboxed(_label_many, items, timeout_s=timeout_s + 0.5 * len(items), mem_mb=mem_mb)
     if batch.ok:
         return batch.value

@@ -23,7 +23,7 @@ def block_rows(T=80, keys=40, cuts=(20, 41, 60), noise=0.02, seed=0):
 
 def test_three_planted_boundaries_give_three_peaks():
     jsd = signals.consecutive_jsd(block_rows())  # [T]
-    bounds, prom, smoothed = find_boundaries(jsd, np.ones(80, bool), AnalyzeConfig())
+    bounds, prom, smoothed = find_boundaries(jsd, np.ones(80, bool), AnalyzeConfig(peak_distance=8))
     assert bounds.tolist() == [20, 41, 60]
     assert len(prom) == 3 and np.all(prom > 0) and smoothed.shape == (80,)
 
@@ -32,7 +32,7 @@ def test_boundaries_snap_to_word_starts():
     jsd = signals.consecutive_jsd(block_rows())
     allowed = np.zeros(80, bool)
     allowed[[0, 18, 42, 61]] = True
-    bounds, _, _ = find_boundaries(jsd, allowed, AnalyzeConfig())
+    bounds, _, _ = find_boundaries(jsd, allowed, AnalyzeConfig(peak_distance=8))
     assert bounds.tolist() == [18, 42, 61]
 
 
@@ -84,3 +84,18 @@ def test_snap_keeps_unreachable_boundaries():
     allowed = np.zeros(30, bool)
     allowed[[3, 8, 21]] = True
     assert snap(np.array([5, 20, 14]), allowed, 2).tolist() == [3, 21, 14]
+
+
+def test_planted_boundaries_survive_the_defaults_too():
+    jsd = signals.consecutive_jsd(block_rows(T=120, cuts=(30, 61, 90)))
+    bounds, _, _ = find_boundaries(jsd, np.ones(120, bool), AnalyzeConfig())
+    assert bounds.tolist() == [30, 61, 90]
+
+
+def test_layer_selection():
+    assert AnalyzeConfig().layers_for(30) == list(range(15))
+    assert AnalyzeConfig(jsd_layer_fraction=(0.5, 1.0)).layers_for(30) == list(range(15, 30))
+    assert AnalyzeConfig(jsd_layers=(2, 5)).layers_for(30) == [2, 5]
+    assert AnalyzeConfig().layers_for(1) == [0]
+    with pytest.raises(ValueError, match="jsd_layer_fraction"):
+        AnalyzeConfig(jsd_layer_fraction=(0.6, 0.2))
