@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 RUN ?= sample
 DATA ?= shared/mycelium/data/sample_problems.jsonl
 ARGS ?=
+MIN_SIZE ?= 8
 
 .PHONY: run test setup clean bench
 
@@ -25,6 +26,9 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/mycelium capture --data $(DATA) --run $(RUN) $(ARGS)
 	$(BIN)/mycelium analyze --run $(RUN)
+	$(BIN)/mycelium aggregate --run $(RUN)
+	# The bundled sample has ~100 labelled steps: surface tension at 8 steps, not the default 50.
+	$(BIN)/mycelium discover --run $(RUN) --min-size $(MIN_SIZE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
@@ -32,6 +36,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/capture.py
 	$(BIN)/python benchmarks/analyze.py
+	$(BIN)/python benchmarks/ib.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -4,6 +4,8 @@
     mycelium inspect --run NAME PROBLEM_ID [--store URL]
     mycelium analyze --run NAME [--store URL] [--workers N]
     mycelium show --run NAME PROBLEM_ID [--store URL]
+    mycelium aggregate --run NAME [--store URL]
+    mycelium discover --run NAME [--gain 0.15 | --elbow] [--min-size 50] [--store URL]
 """
 
 from __future__ import annotations
@@ -75,6 +77,41 @@ def _show(args) -> int:
     return 0
 
 
+def _aggregate(args) -> int:
+    from .aggregate import aggregate
+    from .artifacts import StageSummary
+    from .runs import RunKeys, format_summary, load_summary, save_summary
+    from .store import open_store
+
+    store, keys = open_store(args.store), RunKeys(args.run)
+    summary = load_summary(store, keys)
+    stage = summary.stages["aggregate"] = StageSummary()
+    try:
+        table = aggregate(store, args.run, stage)
+    finally:
+        save_summary(store, keys, summary)
+    print(format_summary(summary))
+    print(f"{len(table.index)} steps x {table.X.shape[1]} dims, labels {table.vocab} -> {store.url}/{args.run}/ib/")
+    return 0
+
+
+def _discover(args) -> int:
+    from .config import DiscoverConfig
+    from .discover import discover, format_tree
+    from .store import open_store
+
+    fields = {k: v for k, v in {"min_size": args.min_size, "gain": args.gain}.items() if v is not None}
+    cfg = DiscoverConfig(progress=not args.no_progress, **fields)
+    store = open_store(args.store)
+    taxonomy = discover(store, args.run, cfg, elbow=args.elbow)
+    print(format_tree(taxonomy))
+    counts = ", ".join(f"{g}: {n}" for g, n in taxonomy["templates_at_gain"].items())
+    print(f"templates at gain {counts}; critical beta predicted {taxonomy['beta_c_predicted']:.3f}, "
+          f"first split at {taxonomy['beta_first_split'] or float('nan'):.3f}")
+    print(f"wrote {store.url}/{args.run}/ib/taxonomy.json, information_plane.png, gains.png")
+    return 0
+
+
 def _inspect(args) -> int:
     from .inspect_chunk import inspect
     from .store import open_store
@@ -127,6 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     sho.add_argument("--run", required=True)
     sho.add_argument("--store", default=None)
     sho.set_defaults(func=_show)
+    agg = sub.add_parser("aggregate", help="collect a run's labelled steps into the IB inputs (ib/steps.npz)")
+    agg.add_argument("--run", required=True)
+    agg.add_argument("--store", default=None)
+    agg.set_defaults(func=_aggregate)
+
+    dis = sub.add_parser("discover", help="operation templates by the Information Bottleneck (ib/taxonomy.json)")
+    dis.add_argument("--run", required=True)
+    dis.add_argument("--store", default=None)
+    dis.add_argument("--gain", type=float, default=None, help="operating point: keep splits with at least this gain (0.15)")
+    dis.add_argument("--elbow", action="store_true", help="operating point at the elbow of the gain curve instead")
+    dis.add_argument("--min-size", type=int, default=None, help="surface tension: smaller templates rejoin their parent (50)")
+    dis.add_argument("--no-progress", action="store_true")
+    dis.set_defaults(func=_discover)
     return parser
 
 

@@ -124,3 +124,30 @@ class AnalyzeConfig(StageConfig):
         if v % 2 == 0:
             raise ValueError("savgol_window must be odd")
         return v
+
+
+class DiscoverConfig(StageConfig):
+    """Stages 4-5: aggregate steps, then IB template discovery by deterministic annealing."""
+
+    _runtime_only = frozenset({"progress"})
+
+    neighbours: int = Field(10, ge=1, description="k nearest steps in X that smooth p(y|x)")
+    smoothing: float = Field(0.5, ge=0, lt=1, description="weight of the neighbours' labels in p(y|x)")
+    label_floor: float = Field(1e-3, gt=0, lt=0.1, description="uniform mass mixed into p(y|x) so KL stays finite")
+    pca_dims: int = Field(64, ge=2, description="dimensions for the neighbour search")
+    beta_growth: float = Field(1.15, gt=1.0, le=3.0)
+    beta_start_fraction: float = Field(0.5, gt=0, lt=1, description="start at this fraction of the predicted critical beta")
+    beta_max: float = Field(500.0, gt=1)
+    # A split's gain is about 1/beta (measured: between 1/beta and 2/beta on GSM8K), so splits worth
+    # at least min_gain happen below beta = 2/min_gain; the anneal stops there.
+    min_gain: float = Field(0.05, gt=0, lt=1, description="smallest split gain the anneal resolves")
+    max_clusters: int = Field(128, ge=2)
+    perturbation: float = Field(0.05, gt=0, lt=0.5)
+    split_js: float = Field(1e-3, gt=0, description="JS (nats) between copies' q(y|t) above which a split is kept")
+    tol: float = Field(1e-5, gt=0)
+    max_iter: int = Field(300, ge=10)
+    gain: float = Field(0.15, gt=0, description="operating point: keep splits whose gain is at least this")
+    min_size: int = Field(50, ge=1, description="surface tension: smaller templates rejoin their parent")
+    examples: int = Field(3, ge=0)
+    seed: int = 0
+    progress: bool = True

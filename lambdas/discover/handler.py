@@ -1,0 +1,41 @@
+"""Lambda: discover operation templates with the Information Bottleneck.
+
+Event: ``{"run": "gsm8k-train", "gain": 0.15, "min_size": 50}`` (gain and min_size optional).
+Writes ``ib/taxonomy.json`` and the plots; returns the template count and the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mycelium import env
+from mycelium.config import DiscoverConfig
+from mycelium.discover import discover
+from mycelium.runs import RunKeys
+from mycelium.store import open_store
+
+log = logging.getLogger()
+log.setLevel(logging.INFO)
+
+STORE = open_store(os.environ.get(env.STORE_URL))
+
+
+class DiscoverEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    run: str = Field(min_length=1)
+    gain: float | None = Field(None, gt=0)
+    min_size: int | None = Field(None, ge=1)
+    elbow: bool = False
+
+
+def handler(event: dict, context=None) -> dict:
+    ev = DiscoverEvent.model_validate(event)
+    fields = {k: v for k, v in {"gain": ev.gain, "min_size": ev.min_size}.items() if v is not None}
+    taxonomy = discover(STORE, ev.run, DiscoverConfig(progress=False, **fields), elbow=ev.elbow)
+    out = {"run": ev.run, "templates": taxonomy["n_templates"], "families": taxonomy["n_families"],
+           "purity": taxonomy["purity"], "taxonomy_key": RunKeys(ev.run)("ib", "taxonomy.json")}
+    log.info({"message": "discovered", **out})
+    return out

@@ -1,0 +1,212 @@
+"""Stage 5, discover: IB templates from a run's aggregated steps -> ``ib/taxonomy.json`` + plots.
+
+The anneal's split tree is cut where a split's gain falls below the threshold
+(or at the elbow of the gain curve); templates smaller than ``min_size`` rejoin
+their parent (surface tension). Families are the same cut at twice the gain.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections import Counter
+
+import numpy as np
+
+from .aggregate import StepTable, load_table
+from .errors import MyceliumError
+from .artifacts import StageSummary
+from .config import DiscoverConfig
+from .ib import Anneal, anneal, smooth_labels
+from .runs import RunKeys, load_summary, save_summary
+from .store import Store
+
+
+def cut(an: Anneal, gain: float) -> list[int]:
+    """Templates: descend the split tree through every split whose gain is at least ``gain``."""
+    by_parent = {s.parent: s for s in an.splits}
+    out, stack = [], [0]
+    while stack:
+        node = stack.pop()
+        split = by_parent.get(node)
+        if split is not None and split.gain >= gain:
+            stack.extend(split.children)
+        else:
+            out.append(node)
+    return sorted(out)
+
+
+def elbow_gain(an: Anneal) -> float:
+    """The gain threshold at the elbow of cumulative ΔI(T;Y) over splits taken in order of gain."""
+    gains = sorted((s.gain for s in an.splits), reverse=True)
+    if len(gains) < 3:
+        return gains[-1] if gains else 1.0
+    by_gain = sorted(an.splits, key=lambda s: -s.gain)
+    y = np.cumsum([s.delta_ity for s in by_gain])
+    x = np.arange(1, len(y) + 1)
+    xn, yn = (x - x[0]) / (x[-1] - x[0]), (y - y[0]) / max(y[-1] - y[0], 1e-12)
+    above = yn - xn
+    knee = int(np.argmax(above))  # furthest above the chord
+    if above[knee] < 0.05:  # a straight line has no elbow: every split counts
+        return gains[-1]
+    return gains[knee]
+
+
+def surface_tension(an: Anneal, templates: list[int], min_size: int) -> tuple[list[int], list[dict]]:
+    """Reabsorb templates with fewer than ``min_size`` steps into their parent, smallest first."""
+    absorbed = []
+    templates = list(templates)
+    while len(templates) > 1:
+        sizes = _hard_sizes(an, templates)
+        small = [(n, t) for t, n in zip(templates, sizes) if n < min_size and t in an.parent]
+        if not small:
+            break
+        n, t = min(small)
+        p = an.parent[t]
+        gone = [x for x in templates if an._descends(x, p)]
+        absorbed.append({"template": t, "size": int(n), "into": p, "merged": gone})
+        templates = sorted([x for x in templates if x not in gone] + [p])
+    return templates, absorbed
+
+
+def _memberships(an: Anneal, nodes: list[int]) -> np.ndarray:
+    return np.stack([an.membership(n) for n in nodes], 1)  # [N, T]
+
+
+def _hard_sizes(an: Anneal, nodes: list[int]) -> list[int]:
+    hard = _memberships(an, nodes).argmax(1)
+    return np.bincount(hard, minlength=len(nodes)).tolist()
+
+
+def mutual_information(an: Anneal, nodes: list[int]) -> float:
+    """I(T;Y) of the soft partition into ``nodes``, in nats."""
+    q = _memberships(an, nodes)  # [N, T]
+    qt = an.px @ q
+    qyt = (q * an.px[:, None]).T @ an.pyx / np.maximum(qt, 1e-300)[:, None]
+    py = an.px @ an.pyx
+    ok = qyt > 0
+    return max(0.0, float(np.sum(qt[:, None] * qyt * np.where(ok, np.log(np.where(ok, qyt, 1) / py), 0))))
+
+
+def build_taxonomy(an: Anneal, table: StepTable, cfg: DiscoverConfig, gain: float, how: str) -> dict:
+    templates, absorbed = surface_tension(an, cut(an, gain), cfg.min_size)
+    families, _ = surface_tension(an, cut(an, 2 * gain), cfg.min_size)
+    q = _memberships(an, templates)  # [N, T]
+    hard = q.argmax(1)
+    confidence = q.max(1)
+    label_sets = ["+".join(r["labels"]) for r in table.index]
+    entries, purity_hits = [], 0
+    for i, t in enumerate(templates):
+        members = np.flatnonzero(hard == i)
+        y = table.Y[members].mean(0) if len(members) else np.zeros(len(table.vocab))
+        nz = y[y > 0]
+        sets = Counter(label_sets[m] for m in members)
+        top_set, top_n = sets.most_common(1)[0] if sets else ("", 0)
+        purity_hits += top_n
+        best = members[np.argsort(-confidence[members], kind="stable")[: cfg.examples]]
+        entries.append({
+            "id": f"T{t}", "node": t, "size": int(len(members)), "mass": float(an.px @ q[:, i]),
+            "dominant_ops": [[table.vocab[j], round(float(y[j]), 4)] for j in np.argsort(-y)[:3] if y[j] > 0],
+            "label_sets": dict(sets.most_common(5)), "purity": top_n / len(members) if len(members) else 0.0,
+            "entropy_y_bits": abs(float(-(nz * np.log2(nz)).sum())),
+            "examples": [{k: table.index[m][k] for k in ("problem_id", "step", "problem_span", "expression", "text")}
+                         for m in best],
+        })
+    fam_of = {t: next((f for f in families if an._descends(t, f)), t) for t in templates}
+    fam_entries = []
+    for f in sorted(set(fam_of.values())):
+        members = [e for e in entries if fam_of[e["node"]] == f]
+        fam_entries.append({"id": f"F{f}", "node": f, "size": sum(e["size"] for e in members), "templates": members})
+    n = len(table.index)
+    return {
+        "schema_version": 1, "operating_point": {"how": how, "gain": gain, "min_size": cfg.min_size},
+        "n_steps": n, "labels": table.vocab, "n_templates": len(templates), "n_families": len(fam_entries),
+        "h_y_nats": an.h_y, "i_ty_nats": mutual_information(an, templates),
+        "purity": purity_hits / n if n else 0.0,
+        "beta_c_predicted": an.beta_c, "beta_first_split": an.splits[0].beta if an.splits else None,
+        "absorbed": absorbed, "families": fam_entries,
+        "templates_at_gain": {str(g): len(surface_tension(an, cut(an, g), cfg.min_size)[0]) for g in (0.3, 0.2, 0.15, 0.1)},
+        "config": cfg.model_dump(mode="json", exclude={"progress"}),
+    }
+
+
+def plots(an: Anneal, taxonomy: dict) -> tuple[bytes, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = an.history
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    sc = ax.scatter([r["ixt"] for r in h], [r["ity"] for r in h], c=np.log10([r["beta"] for r in h]), cmap="viridis", s=14)
+    ax.plot([r["ixt"] for r in h], [r["ity"] for r in h], color="grey", lw=0.6)
+    ax.axhline(an.h_y, color="tab:red", ls=":", lw=1, label="H(Y)")
+    ax.set_xlabel("I(X;T) (nats)")
+    ax.set_ylabel("I(T;Y) (nats)")
+    ax.set_title("Information plane along the anneal")
+    fig.colorbar(sc, label="log10 beta")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    buf1 = io.BytesIO()
+    fig.savefig(buf1, format="png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    splits = sorted(an.splits, key=lambda s: s.n_clusters)
+    ax.plot([s.n_clusters for s in splits], [s.gain for s in splits], "o-", ms=4)
+    g = taxonomy["operating_point"]["gain"]
+    ax.axhline(g, color="tab:red", ls="--", lw=1, label=f"gain threshold {g:.3g} ({taxonomy['operating_point']['how']})")
+    ax.axvline(taxonomy["n_templates"], color="tab:green", ls=":", lw=1, label=f"{taxonomy['n_templates']} templates")
+    ax.set_xlabel("clusters after the split")
+    ax.set_ylabel("gain ΔI(T;Y) / ΔI(X;T)")
+    ax.set_title("Gain per split")
+    ax.legend()
+    fig.tight_layout()
+    buf2 = io.BytesIO()
+    fig.savefig(buf2, format="png", dpi=110)
+    plt.close(fig)
+    return buf1.getvalue(), buf2.getvalue()
+
+
+def format_tree(taxonomy: dict) -> str:
+    lines = [f"taxonomy: {taxonomy['n_templates']} templates in {taxonomy['n_families']} families from "
+             f"{taxonomy['n_steps']} steps (gain ≥ {taxonomy['operating_point']['gain']:.3g} by "
+             f"{taxonomy['operating_point']['how']}, min size {taxonomy['operating_point']['min_size']}); "
+             f"I(T;Y) {taxonomy['i_ty_nats']:.3f} of H(Y) {taxonomy['h_y_nats']:.3f} nats, purity {taxonomy['purity']:.2f}"]
+    for fam in taxonomy["families"]:
+        lines.append(f"├─ {fam['id']} ({fam['size']} steps)")
+        for t in fam["templates"]:
+            ops = ", ".join(f"{o} {p:.2f}" for o, p in t["dominant_ops"])
+            ex = t["examples"][0] if t["examples"] else {}
+            lines.append(f"│  ├─ {t['id']}: {t['size']} steps, ops [{ops}], H(Y) {t['entropy_y_bits']:.2f} bits, "
+                         f"purity {t['purity']:.2f}" + (f" — e.g. {ex.get('expression')!s} ← {ex.get('problem_span')!r}" if ex else ""))
+    return "\n".join(lines)
+
+
+def discover(store: Store, run: str, cfg: DiscoverConfig, gain: float | None = None, elbow: bool = False) -> dict:
+    """Aggregate (if needed), anneal, pick the operating point, write taxonomy and plots."""
+    keys = RunKeys(run)
+    summary = load_summary(store, keys)
+    if not store.exists(keys("ib", "steps.npz")) or not store.exists(keys("ib", "index.jsonl")):
+        raise MyceliumError(f"run {run!r} has no ib/steps.npz: run `mycelium aggregate --run {run}` first")
+    table = load_table(store, run)
+    st = summary.stages["discover"] = StageSummary(n_in=len(table.index))
+    t0 = time.perf_counter()
+    an = anneal(smooth_labels(table.X, table.Y, cfg), cfg)
+    if elbow:
+        gain, how = elbow_gain(an), "elbow"
+    else:
+        gain, how = (cfg.gain if gain is None else gain), "threshold"
+    taxonomy = build_taxonomy(an, table, cfg, gain, how)
+    taxonomy["splits"] = [s.to_json() for s in an.splits]
+    taxonomy["anneal"] = an.history
+    store.put_json(keys("ib", "taxonomy.json"), taxonomy)
+    plane, gains = plots(an, taxonomy)
+    store.put(keys("ib", "information_plane.png"), plane)
+    store.put(keys("ib", "gains.png"), gains)
+    st.n_out = taxonomy["n_templates"]
+    st.seconds = time.perf_counter() - t0
+    st.counters.update({"families": taxonomy["n_families"], "splits": len(an.splits), "purity": round(taxonomy["purity"], 4)})
+    save_summary(store, keys, summary)
+    return taxonomy
