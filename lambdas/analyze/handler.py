@@ -16,8 +16,9 @@ import os
 from pydantic import BaseModel, ConfigDict, Field
 
 from mycelium import env
-from mycelium.analyze import analyze_one
+from mycelium.analyze import analyze_one, is_done
 from mycelium.config import AnalyzeConfig
+from mycelium.runs import RunKeys, record_failure
 from mycelium.store import open_store
 
 log = logging.getLogger()
@@ -40,6 +41,14 @@ class AnalyzeEvent(BaseModel):
 
 def handler(event: dict, context=None) -> dict:
     ev = AnalyzeEvent.model_validate(event)
-    summary = analyze_one(STORE, ev.run, ev.problem_id, CONFIG)
+    keys = RunKeys(ev.run)
+    if is_done(STORE, keys, ev.problem_id, CONFIG):  # a retried or re-run item: idempotent
+        return {"problem_id": ev.problem_id, "skipped": "already analyzed"}
+    try:
+        summary = analyze_one(STORE, ev.run, ev.problem_id, CONFIG)
+    except Exception as e:
+        # recorded for the run summary, then raised so the Distributed Map counts the item as failed
+        record_failure(STORE, keys, "analyze", ev.problem_id, f"{type(e).__name__}: {e}", e)
+        raise
     log.info({"message": "analyzed", **summary})
     return summary

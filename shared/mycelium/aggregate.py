@@ -56,10 +56,13 @@ def aggregate(store: Store, run: str, summary: StageSummary) -> StepTable:
     seen_steps: set[tuple[str, int, int]] = set()
     seen_vectors: set[bytes] = set()
     for key in store.list(keys("steps", "")):
-        for line in store.get(key).decode().splitlines():
+        for lineno, line in enumerate(store.get(key).decode().splitlines(), start=1):
             if not line.strip():
                 continue
-            step = StepRecord.model_validate_json(line)
+            try:
+                step = StepRecord.model_validate_json(line)
+            except ValueError as e:
+                raise MyceliumError(f"{key}:{lineno}: not a valid step record ({str(e).splitlines()[0]})") from e
             summary.n_in += 1
             if not step.labels:
                 summary.skip("no op labels")

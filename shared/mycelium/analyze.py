@@ -46,7 +46,7 @@ def reference_boundaries(cot: str, offsets: np.ndarray, found: list[Found]) -> n
     (or line) that holds a computation, except the CoT's first token."""
     if not found:
         return np.array([], np.int64)
-    sent_starts = np.array([m.end() for m in _SENTENCE_START.finditer(cot)] or [0])
+    sent_starts = np.unique([0] + [m.end() for m in _SENTENCE_START.finditer(cot)])  # a CoT may start with spaces
     ref_chars = sent_starts[np.searchsorted(sent_starts, [f.start for f in found], side="right") - 1]
     ref = np.unique(np.searchsorted(offsets[:, 1], ref_chars, side="right"))
     return ref[(ref > 0) & (ref < len(offsets))]
@@ -114,6 +114,8 @@ def _ground(number: str, step_att: np.ndarray, trace: Trace, ments: list[Mention
 def analyze(trace: Trace, chunk: Chunk, cfg: AnalyzeConfig, config_hash: str = "") -> tuple[SignalsRecord, list[StepRecord]]:
     T = trace.t_gen
     L = chunk.iaf.shape[0]
+    if T == 0:
+        raise ValueError("empty chain of thought")
     if chunk.iaf.shape[-1] != T:
         raise ValueError(f"chunk has {chunk.iaf.shape[-1]} CoT tokens, trace has {T}")
     layers = cfg.layers_for(L)
@@ -148,7 +150,7 @@ def analyze(trace: Trace, chunk: Chunk, cfg: AnalyzeConfig, config_hash: str = "
     tp, fp, fn = boundary_match(bounds, ref, cfg.boundary_tolerance) if found else (0, 0, 0)
 
     edges = np.concatenate([[0], bounds, [T]]).astype(np.int64)
-    step_of_expr = np.searchsorted(edges, expr_tok, side="right") - 1
+    step_of_expr = np.clip(np.searchsorted(edges, expr_tok, side="right") - 1, 0, len(edges) - 2)
     ments = mentions(trace.question)
     clauses = clause_spans(trace.question)
     prior: list[tuple[Fraction, int]] = []
@@ -196,7 +198,8 @@ def _expression_record(f: Found, lab: Labelled, step_att, trace, ments, prior) -
     matches = None
     if lab.value is not None and f.result_text is not None:
         a, b = _fraction(lab.value), _fraction(f.result_text)
-        matches = None if a is None or b is None else abs(float(a - b)) <= 1e-6 * max(1.0, abs(float(b)))
+        # exact arithmetic: huge values (2^1100) must not overflow a float; written results may be rounded
+        matches = None if a is None or b is None else abs(a - b) <= Fraction(1, 10**6) * max(1, abs(b))
     return ExpressionRecord(kind=f.kind, text=f.text, char_start=f.start, char_end=f.end, result_text=f.result_text,
                             ok=lab.ok, reason=lab.reason, sympy=lab.sympy, labels=list(lab.labels), value=lab.value,
                             value_matches_result=matches, operands=operands)
@@ -219,6 +222,12 @@ def _clauses_of(top: np.ndarray, step_att: np.ndarray, trace: Trace, clauses: li
 
 def output_keys(keys: RunKeys, pid: str) -> tuple[str, str]:
     return keys("steps", f"{pid}.jsonl"), keys("signals", f"{pid}.json")
+
+
+def is_done(store: Store, keys: RunKeys, pid: str, cfg: AnalyzeConfig) -> bool:
+    """The chunk's signals exist and were made with this config (else it is analysed again)."""
+    key = output_keys(keys, pid)[1]
+    return store.exists(key) and store.get_json(key).get("config_hash") == cfg.hash()
 
 
 def analyze_one(store: Store, run: str, pid: str, cfg: AnalyzeConfig) -> dict:

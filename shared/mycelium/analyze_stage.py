@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from tqdm import tqdm
 
-from .analyze import analyze_one, output_keys
+from .analyze import analyze_one, is_done
 from .artifacts import RunSummary, SignalsRecord
 from .config import AnalyzeConfig
 from .runs import RunKeys, load_summary, record_failure, save_summary
@@ -57,7 +57,7 @@ def run_analyze(store: Store, run: str, cfg: AnalyzeConfig) -> RunSummary:
     todo = []
     for pid in captured_ids(store, keys):
         stage.n_in += 1
-        if store.exists(output_keys(keys, pid)[1]):
+        if is_done(store, keys, pid, cfg):
             stage.skip("already analyzed")
         else:
             todo.append(pid)
@@ -76,6 +76,7 @@ def run_analyze(store: Store, run: str, cfg: AnalyzeConfig) -> RunSummary:
                         log.warning("analyze %s failed: %s", pid, error.splitlines()[0])
                     else:
                         stage.n_out += 1
+                        store.delete(keys.failure("analyze", pid))  # an earlier failure is history now
                         stage.count("steps", result["steps"])
                         stage.count("expressions", result["expressions"])
                         stage.count("parsed", result["parsed"])

@@ -23,7 +23,10 @@ from .runs import RunKeys, load_summary, save_summary
 from .store import Store
 
 
-def cut(an: Anneal, gain: float) -> list[int]:
+Group = tuple[int, ...]  # a template: the tree nodes whose memberships it sums
+
+
+def cut(an: Anneal, gain: float) -> list[Group]:
     """Templates: descend the split tree through every split whose gain is at least ``gain``."""
     by_parent = {s.parent: s for s in an.splits}
     out, stack = [], [0]
@@ -33,7 +36,7 @@ def cut(an: Anneal, gain: float) -> list[int]:
         if split is not None and split.gain >= gain:
             stack.extend(split.children)
         else:
-            out.append(node)
+            out.append((node,))
     return sorted(out)
 
 
@@ -53,35 +56,62 @@ def elbow_gain(an: Anneal) -> float:
     return gains[knee]
 
 
-def surface_tension(an: Anneal, templates: list[int], min_size: int) -> tuple[list[int], list[dict]]:
-    """Reabsorb templates with fewer than ``min_size`` steps into their parent, smallest first."""
+def _label_dist(an: Anneal, group: Group) -> np.ndarray:
+    q = sum(an.membership(n) for n in group) * an.px  # [N]
+    return q @ an.pyx / max(q.sum(), 1e-300)
+
+
+def surface_tension(an: Anneal, templates: list[Group], min_size: int) -> tuple[list[Group], list[dict]]:
+    """Templates with fewer than ``min_size`` steps rejoin the tree, smallest first.
+
+    Where the sibling is itself a template the two merge (the parent again); else the small
+    one joins the template in its sibling's subtree whose label distribution is closest (JS),
+    so one small early split cannot fold every template below its parent.
+    """
+    from .ib import js
+
     absorbed = []
     templates = list(templates)
     while len(templates) > 1:
         sizes = _hard_sizes(an, templates)
-        small = [(n, t) for t, n in zip(templates, sizes) if n < min_size and t in an.parent]
+        small = [(n, g) for g, n in zip(templates, sizes) if n < min_size]
         if not small:
             break
-        n, t = min(small)
-        p = an.parent[t]
-        gone = [x for x in templates if an._descends(x, p)]
-        absorbed.append({"template": t, "size": int(n), "into": p, "merged": gone})
-        templates = sorted([x for x in templates if x not in gone] + [p])
+        n, g = min(small)
+        head = g[0]
+        sibling = None
+        if head in an.parent:
+            kids = an.children[an.parent[head]]
+            sibling = kids[1] if kids[0] == head else kids[0]
+        candidates = [t for t in templates if t != g and sibling is not None and any(an._descends(x, sibling) for x in t)]
+        if not candidates:
+            candidates = [t for t in templates if t != g]
+        mine = _label_dist(an, g)
+        target = min(candidates, key=lambda t: js(mine, _label_dist(an, t)))
+        merged = tuple(sorted(set(g) | set(target)))
+        if len(target) == 1 and target[0] == sibling:
+            merged = (an.parent[head],)  # both children of one split: the parent node itself
+        absorbed.append({"template": _name(g), "size": int(n), "into": _name(target), "now": _name(merged)})
+        templates = sorted([t for t in templates if t not in (g, target)] + [merged])
     return templates, absorbed
 
 
-def _memberships(an: Anneal, nodes: list[int]) -> np.ndarray:
-    return np.stack([an.membership(n) for n in nodes], 1)  # [N, T]
+def _name(group: Group) -> str:
+    return "T" + "+".join(str(n) for n in group)
 
 
-def _hard_sizes(an: Anneal, nodes: list[int]) -> list[int]:
-    hard = _memberships(an, nodes).argmax(1)
-    return np.bincount(hard, minlength=len(nodes)).tolist()
+def _memberships(an: Anneal, groups: list[Group]) -> np.ndarray:
+    return np.stack([sum(an.membership(n) for n in g) for g in groups], 1)  # [N, T]
 
 
-def mutual_information(an: Anneal, nodes: list[int]) -> float:
-    """I(T;Y) of the soft partition into ``nodes``, in nats."""
-    q = _memberships(an, nodes)  # [N, T]
+def _hard_sizes(an: Anneal, groups: list[Group]) -> list[int]:
+    hard = _memberships(an, groups).argmax(1)
+    return np.bincount(hard, minlength=len(groups)).tolist()
+
+
+def mutual_information(an: Anneal, groups: list[Group]) -> float:
+    """I(T;Y) of the soft partition into ``groups``, in nats."""
+    q = _memberships(an, groups)  # [N, T]
     qt = an.px @ q
     qyt = (q * an.px[:, None]).T @ an.pyx / np.maximum(qt, 1e-300)[:, None]
     py = an.px @ an.pyx
@@ -106,18 +136,21 @@ def build_taxonomy(an: Anneal, table: StepTable, cfg: DiscoverConfig, gain: floa
         purity_hits += top_n
         best = members[np.argsort(-confidence[members], kind="stable")[: cfg.examples]]
         entries.append({
-            "id": f"T{t}", "node": t, "size": int(len(members)), "mass": float(an.px @ q[:, i]),
+            "id": _name(t), "nodes": list(t), "size": int(len(members)), "mass": float(an.px @ q[:, i]),
             "dominant_ops": [[table.vocab[j], round(float(y[j]), 4)] for j in np.argsort(-y)[:3] if y[j] > 0],
             "label_sets": dict(sets.most_common(5)), "purity": top_n / len(members) if len(members) else 0.0,
             "entropy_y_bits": abs(float(-(nz * np.log2(nz)).sum())),
             "examples": [{k: table.index[m][k] for k in ("problem_id", "step", "problem_span", "expression", "text")}
                          for m in best],
         })
-    fam_of = {t: next((f for f in families if an._descends(t, f)), t) for t in templates}
+    fam_hard = _memberships(an, families).argmax(1)  # each template's family: where most of its steps are
+    fam_of = [int(np.bincount(fam_hard[hard == i], minlength=len(families)).argmax()) if (hard == i).any() else 0
+              for i in range(len(templates))]
     fam_entries = []
-    for f in sorted(set(fam_of.values())):
-        members = [e for e in entries if fam_of[e["node"]] == f]
-        fam_entries.append({"id": f"F{f}", "node": f, "size": sum(e["size"] for e in members), "templates": members})
+    for f in sorted(set(fam_of)):
+        members = [e for e, ff in zip(entries, fam_of) if ff == f]
+        fam_entries.append({"id": _name(families[f]).replace("T", "F", 1), "nodes": list(families[f]),
+                            "size": sum(e["size"] for e in members), "templates": members})
     n = len(table.index)
     return {
         "schema_version": 1, "operating_point": {"how": how, "gain": gain, "min_size": cfg.min_size},

@@ -21,16 +21,20 @@ from dataclasses import dataclass
 from . import safe_math  # noqa: F401 - sympy is imported here once, so each forked child has it
 from .sandbox import run_sandboxed
 
-_NUM = r"\$?\d[\d,]*(?:\.\d+)?%?"
-_OPERAND = rf"\(*\s*{_NUM}\s*\)*"
-_OP = r"(?:[-+*/×÷]|x(?=\s*\(*\s*\$?\d))"
-_CHAIN = rf"{_OPERAND}(?:\s*{_OP}\s*{_OPERAND})+"
+# Possessive quantifiers: every piece matches one way only, so a long chain without "=" fails in
+# linear time instead of backtracking exponentially (this runs outside the sandbox).
+_NUM = r"\$?+\d[\d,]*+(?:\.\d++)?+%?+"
+_OPERAND = rf"(?:\(\s*+)*+{_NUM}(?:\s*+\))*+"
+_OP = r"(?:[-+*/×÷]|x(?=\s*+\(*+\$?+\d))"
+_CHAIN = rf"{_OPERAND}(?:\s*+{_OP}\s*+{_OPERAND})++"
 # "a op b [= c op d ...] = result": the first expression as written, the last number as its result
-# (never a number that an operator follows: in "= 16 + 20" 16 is not the result).
+# (never a number that an operator follows: in "= 16 + 20" 16 is not the result). Only the
+# "= chain" repeat may backtrack, once per "=", so matching stays linear in the line's length.
 _INLINE = re.compile(
-    rf"(?<![\w.])(?P<expr>{_CHAIN})(?:\s*=\s*{_CHAIN})*\s*=\s*\$?"
-    rf"(?P<res>-?\d[\d,]*(?:\.\d+)?(?:/\d+)?)(?![\d,]*\s*{_OP}\s*\(*\s*\$?\d)"
+    rf"(?<![\w.])(?P<expr>{_CHAIN})(?:\s*+=\s*+{_CHAIN})*\s*+=\s*+\$?+"
+    rf"(?P<res>-?\d[\d,]*+(?:\.\d++)?+(?:/\d++)?+)(?![\d]|[.,]\d)(?!\s*+{_OP}\s*+\(*+\$?+\d)"
 )
+_MAX_LINE = 2000  # longer lines are not searched for inline arithmetic
 _ANNOTATION = re.compile(r"<<(?P<expr>[^<>=]+)=(?P<res>[^<>]*)>>(?P<after>-?[\d,]*\.?\d*)")
 # Inline $...$ by pandoc's rule, so currency is not math: the opening $ is followed by a non-space,
 # the closing $ follows a non-space and is not followed by a digit ("costs $5 and $10" is not math).
@@ -65,9 +69,12 @@ def find_expressions(cot: str, limit: int = 64) -> list[Found]:
             found.append(Found("latex", m.start(), m.end(), part[0], part[1]))
         masked[m.start():m.end()] = "#" * (m.end() - m.start())
     masked_text = "".join(masked)
-    for m in _INLINE.finditer(masked_text):
-        expr = m.group("expr").strip().replace("$", "")
-        found.append(Found("inline", m.start("expr"), m.end("res"), expr, m.group("res").replace(",", "")))
+    for line in re.finditer(r"[^\n]+", masked_text):  # inline arithmetic never spans lines
+        if len(line.group()) > _MAX_LINE:
+            continue
+        for m in _INLINE.finditer(masked_text, line.start(), line.end()):
+            expr = m.group("expr").strip().replace("$", "")
+            found.append(Found("inline", m.start("expr"), m.end("res"), expr, m.group("res").replace(",", "")))
     found.sort(key=lambda f: (f.start, f.end))
     return found[:limit]
 
@@ -97,21 +104,26 @@ class Labelled:
 def _label_one(kind: str, text: str) -> Labelled:
     import sympy
 
+    from .latex_plain import latex_to_plain
     from .safe_math import ParseError, op_labels, parse
 
     try:
         if kind == "latex":
-            from latex2sympy2_extended import latex2sympy
+            try:  # the operations as written, operands in text order
+                parsed = parse(latex_to_plain(text), variables=True)
+                expr, numbers = parsed.expr, tuple(parsed.numbers())
+            except ParseError:  # beyond plain arithmetic: the LaTeX grammar (it evaluates numbers)
+                from latex2sympy2_extended import latex2sympy
 
-            expr = latex2sympy(text)
-            numbers = tuple(str(a) for a in sorted(expr.atoms(sympy.Number), key=str))
+                expr = latex2sympy(text)
+                numbers = tuple(str(a) for a in sorted(expr.atoms(sympy.Number), key=str))
         else:
             parsed = parse(text)
             expr, numbers = parsed.expr, tuple(parsed.numbers())
     except ParseError as e:
         return Labelled(False, reason=e.reason)
     except Exception as e:  # noqa: BLE001 - the LaTeX grammar raises many kinds
-        return Labelled(False, reason=f"latex: {type(e).__name__}: {str(e)[:120]}")
+        return Labelled(False, reason=f"{kind}: {type(e).__name__}: {str(e)[:120]}")
     if not isinstance(expr, sympy.Expr):
         return Labelled(False, reason=f"not an arithmetic expression ({type(expr).__name__})")
     labels = tuple(op_labels(expr))

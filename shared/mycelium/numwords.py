@@ -102,7 +102,8 @@ def mentions(text: str) -> list[Mention]:
     return sorted(out + wout, key=lambda m: m.start)
 
 
-_CLAUSE_BREAK = re.compile(r"[.;:!?,]\s*|\n+|\s+(?=(?:and|but|then|so|while|if|because|after|before|when|which)\b)",
+# Punctuation breaks a clause only when a space or the end follows: "$1,200" and "2.5" stay whole.
+_CLAUSE_BREAK = re.compile(r"[.;:!?,](?:\s+|$)|\n+|\s+(?=(?:and|but|then|so|while|if|because|after|before|when|which)\b)",
                            re.IGNORECASE)
 
 

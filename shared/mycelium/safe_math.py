@@ -38,7 +38,7 @@ MAX_DIGITS = 40
 
 FUNCTIONS = {
     "sqrt": sympy.sqrt, "abs": sympy.Abs, "floor": sympy.floor, "ceil": sympy.ceiling, "ceiling": sympy.ceiling,
-    "factorial": sympy.factorial, "binomial": sympy.binomial, "gcd": sympy.gcd, "lcm": sympy.lcm,
+    "factorial": sympy.factorial, "binomial": sympy.binomial,
     "log": sympy.log, "ln": sympy.log, "exp": sympy.exp, "sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan,
     "min": sympy.Min, "max": sympy.Max,
 }
@@ -46,6 +46,10 @@ CONSTANTS = {"pi": sympy.pi, "π": sympy.pi, "e": sympy.E}
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>\d[\d,]*(?:\.\d+)?|\.\d+)|(?P<name>[A-Za-z_π][A-Za-z_0-9]*)|(?P<op>\*\*|[-+*/^()%,×÷]))"
+)
+# Inside a function call's parentheses a comma separates arguments: "binomial(12,18)" is two numbers.
+_TOKEN_IN_CALL = re.compile(
+    r"\s*(?:(?P<num>\d+(?:\.\d+)?|\.\d+)|(?P<name>[A-Za-z_π][A-Za-z_0-9]*)|(?P<op>\*\*|[-+*/^()%,×÷]))"
 )
 
 
@@ -62,9 +66,10 @@ def tokenize(text: str) -> list[tuple[str, str]]:
     if len(text) > MAX_CHARS:
         raise ParseError(text, f"longer than {MAX_CHARS} characters")
     out, pos = [], 0
+    calls: list[bool] = []  # for each open parenthesis: is it a function call's?
     text = text.rstrip()
     while pos < len(text):
-        m = _TOKEN.match(text, pos)
+        m = (_TOKEN_IN_CALL if calls and calls[-1] else _TOKEN).match(text, pos)
         if not m or m.end() == pos:
             raise ParseError(text, f"character {text[pos:pos + 1]!r} at {pos} is not allowed")
         kind = m.lastgroup
@@ -79,6 +84,10 @@ def tokenize(text: str) -> list[tuple[str, str]]:
             tok = {"×": "*", "÷": "/"}.get(tok, tok)
         if kind == "name" and tok == "x" and out and (out[-1][0] == "num" or out[-1][1] == ")"):
             kind, tok = "op", "*"  # GSM8K's "0.2 x 50"
+        if tok == "(":
+            calls.append(bool(out) and out[-1][0] == "name")
+        elif tok == ")" and calls:
+            calls.pop()
         out.append((kind, tok))
         pos = m.end()
         if len(out) > MAX_TOKENS:
@@ -184,7 +193,10 @@ class _Parser:
                     self.take(",")
                     args.append(self.expr())
                 self.take(")")
-                return FUNCTIONS[name](*args, evaluate=False)
+                try:
+                    return FUNCTIONS[name](*args, evaluate=False)
+                except (TypeError, ValueError) as e:
+                    raise ParseError(self.text, f"{name}: {e}") from None
             if name in CONSTANTS:
                 return CONSTANTS[name]
             if self.variables and re.fullmatch(r"[A-Za-z](_?[0-9]+)?", tok):
@@ -259,7 +271,7 @@ def op_labels(expr: sympy.Expr) -> list[str]:
                 labels.add("mul")
         elif isinstance(node, sympy.Pow):
             labels.add(pow_label(node.exp))
-        elif isinstance(node, sympy.Function):
+        elif isinstance(node, (sympy.Function, sympy.Min, sympy.Max)):
             labels.add(type(node).__name__.lower())
     return sorted(labels)
 

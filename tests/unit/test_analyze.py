@@ -2,6 +2,7 @@
 
 import io
 import json
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -66,13 +67,17 @@ def test_operands_are_grounded_in_text_words_prior_steps_and_constants(captured)
     for pid in _pids(captured):
         trace, chunk = _load(captured, pid)
         _, steps = analyze(trace, chunk, AnalyzeConfig())
+        results = {}  # step index -> values its expressions computed
         for s in steps:
             for e in s.expressions:
                 for op in e.operands:
-                    sources.setdefault(op.source, []).append((trace.question, e.text, op))
+                    sources.setdefault(op.source, []).append(op)
+                    if op.source == "step":  # a prior step's result, never a later one
+                        assert op.step <= s.index and Fraction(op.text) in results.get(op.step, set())
+                    if op.source == "text":
+                        assert Fraction(op.span_text.replace(",", "")) == Fraction(op.text)
+                results.setdefault(s.index, set()).update(Fraction(v) for v in (e.value, e.result_text) if v)
     assert {"text", "step"} <= set(sources)
-    for q, expr, op in sources["step"]:
-        assert op.step is not None
 
 
 def test_bad_jsd_layers_are_a_config_error(captured):

@@ -58,7 +58,8 @@ def test_discover_writes_taxonomy_and_plots(analysed):
     stored = analysed.get_json("d/ib/taxonomy.json")
     assert stored["n_templates"] == tax["n_templates"] >= 1
     sizes = [t["size"] for f in tax["families"] for t in f["templates"]]
-    assert sum(sizes) == tax["n_steps"] and all(s >= 2 for s in sizes) or len(sizes) == 1
+    assert sum(sizes) == tax["n_steps"]
+    assert len(sizes) == 1 or all(s >= 2 for s in sizes)
     assert 0 <= tax["i_ty_nats"] <= tax["h_y_nats"] + 1e-9 and 0 < tax["purity"] <= 1
     for f in tax["families"]:
         for t in f["templates"]:

@@ -66,3 +66,35 @@ def test_clause_spans_split_at_punctuation_and_conjunctions():
     t = "Betty has half of the money. Her parents gave her $15, and her grandparents twice as much. How much more?"
     assert [t[s:e] for s, e in clause_spans(t)] == [
         "Betty has half of the money.", "Her parents gave her $15,", "and her grandparents twice as much.", "How much more?"]
+
+
+def test_latex_keeps_the_operations_as_written():
+    found = find_expressions(r"So $\frac{48}{2} = 24$ and $5-3=2$ and $\sqrt[3]{27}+2\cdot 4=11$ and $\binom{5}{2}=10$.")
+    got = [(l.labels, l.value, l.numbers) for l in label_expressions(found)]
+    assert got == [(("inverse", "mul"), "24", ("48", "2")), (("add", "neg"), "2", ("5", "3")),
+                   (("add", "frac_pow", "inverse", "mul"), "11", ("27", "1", "3", "2", "4")),
+                   (("binomial",), "10", ("5", "2"))]
+
+
+def test_long_sums_without_a_result_do_not_backtrack():
+    import time
+
+    line = " + ".join(str(i) for i in range(3, 400)) + " apples"
+    t0 = time.perf_counter()
+    assert find_expressions(line + " = 7 =\n" + line) == []
+    assert time.perf_counter() - t0 < 0.5
+
+
+@pytest.mark.parametrize("cot,expected", [
+    ("x = 1.5 + 2 = 3.5", [("1.5 + 2", "3.5")]),
+    ("So 1/2 * 1/2 = 1/4 of it.", [("1/2 * 1/2", "1/4")]),
+    ("( 3 + 4 ) * 2 = 14", [("( 3 + 4 ) * 2", "14")]),
+    ("and 5 + 3 = 1.5 + 2 more", []),
+])
+def test_inline_results(cot, expected):
+    assert [(f.text, f.result_text) for f in find_expressions(cot)] == expected
+
+
+def test_clauses_do_not_split_numbers():
+    t = "It costs $1,200. She pays 2.5 times, and more."
+    assert [t[s:e] for s, e in clause_spans(t)] == ["It costs $1,200.", "She pays 2.5 times,", "and more."]

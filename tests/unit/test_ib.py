@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mycelium.config import DiscoverConfig
-from mycelium.discover import cut, elbow_gain, surface_tension
+from mycelium.discover import _memberships, cut, elbow_gain, surface_tension
 from mycelium.ib import anneal, critical_beta, smooth_labels
 
 SETS = [[0], [1], [0, 2], [3, 4], [5], [6, 1]]
@@ -39,7 +39,7 @@ def five():
 
 
 def _purity(an, templates, label):
-    hard = np.stack([an.membership(t) for t in templates], 1).argmax(1)
+    hard = _memberships(an, templates).argmax(1)
     return np.mean([np.bincount(label[hard == t]).max() / (hard == t).sum() for t in range(len(templates))])
 
 
@@ -80,7 +80,7 @@ def test_the_first_split_happens_at_the_predicted_critical_beta(five):
 def test_splits_record_parent_children_and_gain(five):
     an, _, _ = five
     for s in an.splits:
-        assert s.children[0] in an.parent and an.parent[s.children[0]] == s.parent
+        assert all(an.parent[c] == s.parent for c in s.children) and an.children[s.parent] == s.children
         assert s.delta_ity > 0 and s.delta_ixt > 0 and s.gain > 0
     assert [s.beta for s in an.splits] == sorted(s.beta for s in an.splits)
 
@@ -93,8 +93,21 @@ def test_surface_tension_removes_a_planted_tiny_cluster():
     assert len(raw) == 5  # the tiny class is found...
     templates, absorbed = surface_tension(an, raw, cfg.min_size)
     assert len(templates) == 4 and absorbed and absorbed[0]["size"] == 12  # ...and reabsorbed
+    assert _purity(an, templates, np.where(label == 4, -1, label) % 5) > 0.95
     kept, none = surface_tension(an, raw, 5)
     assert len(kept) == 5 and none == []
+
+
+def test_a_small_class_that_splits_off_first_does_not_fold_the_taxonomy():
+    """The tiny class has labels of its own, so it is the first split; absorbing it must keep the rest."""
+    X, Y, label = planted(4, n=500, tiny=25, sets=DISJOINT)
+    cfg = DiscoverConfig(min_size=40)
+    an = anneal(smooth_labels(X, Y, cfg), cfg)
+    raw = cut(an, cfg.gain)
+    templates, absorbed = surface_tension(an, raw, cfg.min_size)
+    assert len(raw) == 5 and len(templates) == 4 and len(absorbed) == 1
+    sizes = np.bincount(_memberships(an, templates).argmax(1))
+    assert sizes.min() >= 100  # four real templates remain, none folded into the root
 
 
 def test_critical_beta_of_independent_labels_is_infinite():

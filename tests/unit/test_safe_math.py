@@ -24,6 +24,8 @@ from mycelium.safe_math import ParseError, evaluate, op_labels, parse, pow_label
     ("20%*450", ["inverse", "mul"], "90"),
     ("1,200/4", ["inverse", "mul"], "300"),
     ("abs(-3)+floor(2.5)", ["abs", "add", "floor"], "5"),
+    ("binomial(12,10)", ["binomial"], "66"),
+    ("max(3, 4)+1", ["add", "max"], "5"),
 ])
 def test_parse_labels_and_value(text, labels, value):
     p = parse(text)
@@ -57,6 +59,7 @@ HOSTILE = [
     "(" * 60 + "1" + ")" * 60,
     "1" * 60,
     "1+" * 300 + "1",
+    "binomial(1, 2, 3)",
 ]
 
 
