@@ -12,7 +12,7 @@ import multiprocessing as mp
 import os
 import time
 import traceback
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from tqdm import tqdm
@@ -85,6 +85,8 @@ def run_analyze(store: Store, run: str, cfg: AnalyzeConfig) -> RunSummary:
         stage.count("workers", workers)
         report = build_report(store, keys)
         store.put_json(keys("analyze", "report.json"), report)
+        if report["problems"]:
+            store.put(keys("analyze", "heartbeats.png"), heartbeats_png(report))
         stage.counters.update({k: v for k, v in report["boundaries"].items() if isinstance(v, (int, float))})
     finally:
         save_summary(store, keys, summary)
@@ -94,7 +96,7 @@ def run_analyze(store: Store, run: str, cfg: AnalyzeConfig) -> RunSummary:
 def build_report(store: Store, keys: RunKeys) -> dict:
     """Aggregate every ``signals/*.json`` of the run: boundary P/R/F1, heartbeats by level, labels."""
     tp = fp = fn = with_ref = n = steps = exprs = parsed = 0
-    hb_level: dict[str, list[int]] = defaultdict(list)
+    hb_level: dict[str, list[int]] = defaultdict(list)  # group -> heartbeat counts
     labels: dict[str, int] = defaultdict(int)
     for key in store.list(keys("signals", "")):
         rec = SignalsRecord.model_validate(store.get_json(key))
@@ -114,9 +116,37 @@ def build_report(store: Store, keys: RunKeys) -> dict:
         "parse_rate": parsed / exprs if exprs else 0.0,
         "boundaries": {"problems_with_reference": with_ref, "tp": tp, "fp": fp, "fn": fn,
                        **prf(tp, fp, fn)},
-        "heartbeats": {g: {"n": len(v), "mean": sum(v) / len(v)} for g, v in sorted(hb_level.items())},
+        "heartbeats": {g: {"n": len(v), "mean": sum(v) / len(v), "counts": dict(sorted(Counter(v).items()))}
+                       for g, v in sorted(hb_level.items())},
         "label_steps": dict(sorted(labels.items(), key=lambda kv: -kv[1])),
     }
+
+
+def heartbeats_png(report: dict) -> bytes:
+    """Heartbeats per problem by dataset / level: distribution (dots sized by count) and mean."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(report["heartbeats"].items())
+    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(groups)), 4))
+    for i, (_, g) in enumerate(groups):
+        values = [int(k) for k in g["counts"]]
+        sizes = [6 * c for c in g["counts"].values()]
+        ax.scatter([i] * len(values), values, s=sizes, alpha=0.35, color="tab:blue")
+        ax.plot([i - 0.3, i + 0.3], [g["mean"]] * 2, color="tab:red", lw=2)
+        ax.annotate(f"{g['mean']:.2f}\nn={g['n']}", (i + 0.32, g["mean"]), fontsize=7, va="center")
+    ax.set_xticks(range(len(groups)), [name for name, _ in groups], rotation=20, fontsize=8)
+    ax.set_ylabel("heartbeats per problem")
+    ax.set_title("Heartbeats (computing heads' IAF pulses); red: mean")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def format_report(report: dict) -> str:

@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 
 import sympy
+from sympy.core.function import AppliedUndef
 
 from .errors import MyceliumError
 from .sandbox import run_sandboxed
@@ -271,6 +272,8 @@ def op_labels(expr: sympy.Expr) -> list[str]:
                 labels.add("mul")
         elif isinstance(node, sympy.Pow):
             labels.add(pow_label(node.exp))
+        elif isinstance(node, AppliedUndef):
+            continue  # f(x) in a MATH solution names a function; it is not an operation
         elif isinstance(node, (sympy.Function, sympy.Min, sympy.Max)):
             labels.add(type(node).__name__.lower())
     return sorted(labels)

@@ -86,3 +86,9 @@ def test_hostile_annotations_in_a_cot_never_run(tmp_path):
     assert [l.ok for l in labelled][-1] is True and labelled[-1].value == "24"
     assert not marker.exists()
     assert all(not l.ok or l.value is None for l in labelled[:-1])
+
+
+def test_undefined_functions_are_not_operations():
+    f = sympy.Function("f")
+    x = sympy.Symbol("x")
+    assert op_labels(f(x) + sympy.sin(x)) == ["add", "sin"]
