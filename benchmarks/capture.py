@@ -4,9 +4,10 @@
     .venv/bin/python benchmarks/capture.py [--data FILE] [--sizes 10 40] [--cot reference]
 
 Each size runs in a fresh process (so peak RSS is that run's own) with the
-embedded teacher on the CPU (or CUDA when present). GSM8K train from
-../shared/data is used when present, else the bundled sample. The 40/10 ratio of
-peak RSS shows whether memory stays flat as the run grows.
+embedded teacher on the CPU (or CUDA when present). The first 40 problems of GSM8K
+train (../shared/data; else the bundled sample) run longest first, so every run
+holds the same longest sequence; the 40/10 ratio of peak RSS then shows whether
+memory stays flat as the run grows.
 """
 
 from __future__ import annotations
@@ -67,9 +68,17 @@ def main() -> int:
 
     load_teacher("embedded")  # warm the converted-weights cache so no child pays the GGUF conversion
     print(f"data: {args.data}  cot: {args.cot}  teacher: embedded SmolLM2-135M-Instruct")
+    # Peak memory is set by the longest sequence (eager attention is N^2 per layer). So that every
+    # run holds the same worst case, the problems run longest first: the 10-problem run contains
+    # the longest of the 40, and with flat memory its peak equals the 40-problem run's.
+    with open(args.data, "rb") as f:
+        lines = [line for _, line in zip(range(max(args.sizes)), f)]
+    ordered = tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False)
+    ordered.writelines(sorted(lines, key=len, reverse=True))
+    ordered.close()
     rows = []
     for n in args.sizes:
-        out = subprocess.run([sys.executable, __file__, "--child", str(n), "--data", args.data, "--cot", args.cot],
+        out = subprocess.run([sys.executable, __file__, "--child", str(n), "--data", ordered.name, "--cot", args.cot],
                              capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
         if out.returncode:
             print(out.stderr[-3000:], file=sys.stderr)
@@ -83,6 +92,7 @@ def main() -> int:
     for r in rows:
         print(f"{r['n']:>8} {r['problems_per_s']:>10.2f} {r['bytes_per_problem']:>13,.0f} {r['cot_tokens_per_problem']:>10.1f}"
               f" {r['rss_after_load_mb']:>13.0f} {r['peak_rss_mb']:>11.0f}")
+    os.unlink(ordered.name)
     a, b = rows[0], rows[-1]
     print(f"peak RSS ratio {b['n']}/{a['n']} problems: {b['peak_rss_mb'] / a['peak_rss_mb']:.3f}  "
           f"(problems ratio {b['n'] / a['n']:.1f}; flat memory means ~1.0)")
