@@ -11,9 +11,8 @@ import os
 from pydantic import BaseModel, ConfigDict, Field
 
 from mycelium import env
-from mycelium.aggregate import aggregate
-from mycelium.artifacts import StageSummary
-from mycelium.runs import RunKeys, load_summary, save_summary
+from mycelium.aggregate import aggregate_run
+from mycelium.runs import RunKeys
 from mycelium.store import open_store
 
 log = logging.getLogger()
@@ -29,14 +28,8 @@ class RunEvent(BaseModel):
 
 def handler(event: dict, context=None) -> dict:
     ev = RunEvent.model_validate(event)
-    keys = RunKeys(ev.run)
-    summary = load_summary(STORE, keys)
-    stage = summary.stages["aggregate"] = StageSummary()
-    try:
-        table = aggregate(STORE, ev.run, stage)
-    finally:
-        save_summary(STORE, keys, summary)
+    stage, table = aggregate_run(STORE, ev.run)
     out = {"run": ev.run, "steps": len(table.index), "labels": table.vocab, "dims": int(table.X.shape[1]),
-           "skipped": stage.skipped, "steps_key": keys("ib", "steps.npz")}
+           "skipped": stage.skipped, "steps_key": RunKeys(ev.run)("ib", "steps.npz")}
     log.info({"message": "aggregated", **out})
     return out

@@ -100,3 +100,17 @@ def load_table(store: Store, run: str) -> StepTable:
     keys = RunKeys(run)
     index = [json.loads(l) for l in store.get(keys("ib", "index.jsonl")).decode().splitlines() if l]
     return StepTable.from_bytes(store.get(keys("ib", "steps.npz")), index)
+
+
+def aggregate_run(store: Store, run: str) -> tuple[StageSummary, StepTable]:
+    """:func:`aggregate` with the run summary kept: the ``aggregate`` stage is recorded even on failure."""
+    from .runs import load_summary, save_summary
+
+    keys = RunKeys(run)
+    summary = load_summary(store, keys)
+    stage = summary.stages["aggregate"] = StageSummary()
+    try:
+        table = aggregate(store, run, stage)
+    finally:
+        save_summary(store, keys, summary)
+    return stage, table

@@ -78,19 +78,13 @@ def _show(args) -> int:
 
 
 def _aggregate(args) -> int:
-    from .aggregate import aggregate
-    from .artifacts import StageSummary
-    from .runs import RunKeys, format_summary, load_summary, save_summary
+    from .aggregate import aggregate_run
+    from .runs import RunKeys, format_summary, load_summary
     from .store import open_store
 
-    store, keys = open_store(args.store), RunKeys(args.run)
-    summary = load_summary(store, keys)
-    stage = summary.stages["aggregate"] = StageSummary()
-    try:
-        table = aggregate(store, args.run, stage)
-    finally:
-        save_summary(store, keys, summary)
-    print(format_summary(summary))
+    store = open_store(args.store)
+    _, table = aggregate_run(store, args.run)
+    print(format_summary(load_summary(store, RunKeys(args.run))))
     print(f"{len(table.index)} steps x {table.X.shape[1]} dims, labels {table.vocab} -> {store.url}/{args.run}/ib/")
     return 0
 

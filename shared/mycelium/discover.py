@@ -8,7 +8,6 @@ their parent (surface tension). Families are the same cut at twice the gain.
 from __future__ import annotations
 
 import io
-import json
 import time
 from collections import Counter
 

@@ -1,7 +1,6 @@
 """Per-chunk analysis on chunks captured from the tiny teacher, the pool stage, and `show`."""
 
 import io
-import json
 from fractions import Fraction
 
 import numpy as np

@@ -47,7 +47,6 @@ def test_jsd_of_identical_rows_is_zero_and_of_disjoint_rows_ln2():
 
 
 def test_telegraph_iaf_with_four_pulses_gives_four_heartbeats():
-    t = np.arange(100)
     trace = np.full(100, 0.1)
     for start in (5, 30, 55, 80):
         trace[start:start + 8] = 0.9
