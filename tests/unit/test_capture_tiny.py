@@ -123,3 +123,18 @@ def test_first_cot_token_row_reads_only_the_problem(tiny_teacher, problems):
     """Row of token 0 is the last prompt position: its only non-sink keys are problem tokens."""
     trace, chunk = capture_problem(tiny_teacher, problems[1], CaptureConfig(), HeadSet(3), tiny_teacher.prompt_parts(), "h")
     np.testing.assert_allclose(chunk.iaf[:, :, 0].astype(np.float32), 1.0, atol=1e-3)
+
+
+def test_any_local_hf_model_directory_is_a_teacher(tmp_path, tiny_tokenizer, problems):
+    from mycelium.errors import TeacherError
+    from mycelium.teacher import load_teacher
+
+    model = make_tiny_model(tiny_tokenizer, attn="sdpa")  # saved with sdpa: the loader must switch to eager
+    model.save_pretrained(tmp_path / "tiny")
+    tiny_tokenizer.save_pretrained(tmp_path / "tiny")
+    teacher = load_teacher(str(tmp_path / "tiny"), device="cpu")
+    assert teacher.model_id == str(tmp_path / "tiny") and teacher.config._attn_implementation == "eager"
+    trace, chunk = capture_problem(teacher, problems[0], CaptureConfig(), HeadSet(3), teacher.prompt_parts(), "h")
+    assert chunk.iaf.shape == (3, 4, trace.t_gen)
+    with pytest.raises(TeacherError, match="not 'embedded' and not a local model directory"):
+        load_teacher(str(tmp_path / "missing"))
