@@ -1,0 +1,87 @@
+"""Processing: one Lambda function per ``lambdas/<stage>/``, from one container image of the core.
+
+The core (numpy, scipy, sympy, pydantic, matplotlib) is over a layer's 250 MB, so
+the functions share a container image built from ``lambdas/Dockerfile``. Each
+function may read only the prefixes it reads and write only what it writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from aws_cdk import Acknowledgment, Duration, Stack, Validations
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from .storage import RUNS_PREFIX
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Never copied into the image build context.
+EXCLUDE = [".venv", ".git", "runs", "cdk.out", "tests", "benchmarks", "**/__pycache__", ".pytest_cache", "*.egg-info"]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What one stage's function may touch: key patterns under runs/<run>/."""
+
+    memory_mb: int
+    timeout_min: int
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    lists: tuple[str, ...] = ()
+
+
+STAGES: dict[str, StageSpec] = {
+    "analyze": StageSpec(2048, 5, reads=("chunks/*", "traces/*", "signals/*"),
+                         writes=("signals/*", "steps/*", "failures/analyze/*")),
+    "aggregate": StageSpec(4096, 15, reads=("steps/*", "summary.json"), writes=("ib/*", "summary.json"),
+                           lists=("steps/",)),
+    "discover": StageSpec(10240, 15, reads=("ib/*", "summary.json"), writes=("ib/*", "summary.json")),
+}
+
+
+class ProcessingStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, bucket_name: str, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        bucket = s3.Bucket.from_bucket_name(self, "Runs", bucket_name)
+        self.functions: dict[str, lambda_.Function] = {}
+        for stage, spec in STAGES.items():
+            self.functions[stage] = self._function(stage, spec, bucket)
+
+    def _function(self, stage: str, spec: StageSpec, bucket: s3.IBucket) -> lambda_.Function:
+        dlq = sqs.Queue(self, f"{stage.title()}Dlq", encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
+                        retention_period=Duration.days(14))
+        log_group = logs.LogGroup(self, f"{stage.title()}Logs", retention=logs.RetentionDays.ONE_MONTH)
+        role = iam.Role(self, f"{stage.title()}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                        description=f"mycelium {stage}: reads {', '.join(spec.reads)}; writes {', '.join(spec.writes)}")
+        fn = lambda_.DockerImageFunction(
+            self, f"{stage.title()}Function",
+            code=lambda_.DockerImageCode.from_image_asset(
+                str(ROOT), file="lambdas/Dockerfile", cmd=[f"lambdas.{stage}.handler.handler"], exclude=EXCLUDE),
+            memory_size=spec.memory_mb, timeout=Duration.minutes(spec.timeout_min), role=role,
+            dead_letter_queue=dlq, log_group=log_group, logging_format=lambda_.LoggingFormat.JSON,
+            environment={"MYCELIUM_STORE": f"s3://{bucket.bucket_name}/{RUNS_PREFIX}"},
+            description=f"mycelium {stage} stage",
+        )
+        log_group.grant_write(role)
+        objects = lambda pats: [bucket.arn_for_objects(f"{RUNS_PREFIX}/*/{p}") for p in pats]  # noqa: E731
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=objects(spec.reads)))
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:PutObject"], resources=objects(spec.writes)))
+        # HEAD of a missing key answers 403 without ListBucket; list only under the run prefix.
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{RUNS_PREFIX}/*"]}}))
+        reason = ("Run names are chosen at submit time: each object ARN is scoped to runs/*/<prefix> of one "
+                  "bucket, and to the prefixes this stage reads or writes.")
+        patterns = sorted(set(spec.reads) | set(spec.writes))
+        Validations.of(role).acknowledge(*[
+            Acknowledgment(id=f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::"
+                              f"{bucket.bucket_name}/{RUNS_PREFIX}/*/{p}]", reason=reason)
+            for p in patterns
+        ])
+        return fn
