@@ -17,7 +17,7 @@ import numpy as np
 from . import signals
 from .answers import extract_answer, grade
 from .artifacts import Problem, Trace
-from .chunk import Chunk
+from .chunk import SIGNAL_NAMES, Chunk
 from .config import CaptureConfig
 from .errors import AttentionUnavailableError, CaptureError, ConfigError
 from .teacher import Teacher
@@ -138,9 +138,10 @@ class AttentionTap(contextlib.AbstractContextManager):
         self._handles = []
 
     def __enter__(self):
-        for idx, layer in enumerate(self.teacher.layers()):
+        layers = self.teacher.layers()
+        for idx, layer in enumerate(layers):
             self._handles.append(layer.self_attn.register_forward_hook(self._attn_hook(idx)))
-        self._handles.append(self.teacher.layers()[self.hidden_layer].register_forward_hook(self._hidden_hook))
+        self._handles.append(layers[self.hidden_layer].register_forward_hook(self._hidden_hook))
         return self
 
     def __exit__(self, *exc):
@@ -184,7 +185,7 @@ class AttentionTap(contextlib.AbstractContextManager):
         n_layers = self.head_set.n_layers
         if sorted(self.layers) != list(range(n_layers)) or self.hidden is None:
             raise AttentionUnavailableError(f"hooks saw layers {sorted(self.layers)} of {n_layers}")
-        out = {name: torch.stack([self.layers[i][name] for i in range(n_layers)]) for name in signals_names()}
+        out = {name: torch.stack([self.layers[i][name] for i in range(n_layers)]) for name in SIGNAL_NAMES}
         means = torch.cat([self.layers[i]["mean"] for i in range(n_layers)])  # [L, T, P]
         by_pair = {(i, h): self.layers[i]["heads"][j] for i in range(n_layers) for j, h in enumerate(self.head_set.heads_of(i))}
         comp = [by_pair[pair] for pair in self.head_set.computing]
@@ -192,10 +193,6 @@ class AttentionTap(contextlib.AbstractContextManager):
         fp16_max = float(torch.finfo(torch.float16).max)
         out["hidden"] = self.hidden.clamp(-fp16_max, fp16_max)  # a large activation must not become inf
         return {k: v.detach().to("cpu", torch.float16).numpy() for k, v in out.items()}
-
-
-def signals_names() -> tuple[str, ...]:
-    return ("iaf", "jsd", "entropy", "connectivity")
 
 
 def forward_signals(teacher: Teacher, tokens: Tokens, head_set: HeadSet, cfg: CaptureConfig) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from . import safe_math  # noqa: F401 - sympy is imported here once, so each forked child has it
-from .sandbox import run_sandboxed
+from .sandbox import map_sandboxed
 
 # Possessive quantifiers: every piece matches one way only, so a long chain without "=" fails in
 # linear time instead of backtracking exponentially (this runs outside the sandbox).
@@ -105,7 +105,7 @@ def _label_one(kind: str, text: str) -> Labelled:
     import sympy
 
     from .latex_plain import latex_to_plain
-    from .safe_math import ParseError, op_labels, parse
+    from .safe_math import ParseError, op_labels, parse, value_of
 
     try:
         if kind == "latex":
@@ -126,18 +126,8 @@ def _label_one(kind: str, text: str) -> Labelled:
         return Labelled(False, reason=f"{kind}: {type(e).__name__}: {str(e)[:120]}")
     if not isinstance(expr, sympy.Expr):
         return Labelled(False, reason=f"not an arithmetic expression ({type(expr).__name__})")
-    labels = tuple(op_labels(expr))
-    value = None
-    try:
-        v = expr.doit()
-        if not v.free_symbols and v.is_number:
-            v = sympy.nsimplify(v) if v.is_Float else v
-            value = str(v) if v.is_Rational else str(sympy.N(v, 15))
-            if value in ("zoo", "nan", "oo", "-oo"):
-                value = None
-    except (ZeroDivisionError, ValueError, TypeError, ArithmeticError, AttributeError):
-        value = None
-    return Labelled(True, sympy=str(expr)[:300], labels=labels, value=value, numbers=numbers)
+    value, _ = value_of(expr)
+    return Labelled(True, sympy=str(expr)[:300], labels=tuple(op_labels(expr)), value=value, numbers=numbers)
 
 
 def _label_many(items: list[tuple[str, str]]) -> list[Labelled]:
@@ -151,11 +141,5 @@ def label_expressions(found: list[Found], timeout_s: float = 2.0, mem_mb: int = 
         return []
     if any(kind == "latex" for kind, _ in items):
         import latex2sympy2_extended  # noqa: F401 - imported once here, so each forked child has it (~0.5 s)
-    batch = run_sandboxed(_label_many, items, timeout_s=timeout_s + 0.5 * len(items), mem_mb=mem_mb)
-    if batch.ok:
-        return batch.value
-    out = []
-    for item in items:
-        r = run_sandboxed(_label_many, [item], timeout_s=timeout_s, mem_mb=mem_mb)
-        out.append(r.value[0] if r.ok else Labelled(False, reason=f"sandbox: {r.error.splitlines()[0]}"))
-    return out
+    return map_sandboxed(_label_many, items, lambda err: Labelled(False, reason=err), timeout_s=timeout_s,
+                         batch_timeout_s=timeout_s + 0.5 * len(items), mem_mb=mem_mb)

@@ -30,7 +30,7 @@ import sympy
 from sympy.core.function import AppliedUndef
 
 from .errors import MyceliumError
-from .sandbox import run_sandboxed
+from .sandbox import map_sandboxed
 
 MAX_CHARS = 400
 MAX_TOKENS = 200
@@ -285,38 +285,32 @@ class Evaluation:
     errors: list[str | None] = field(default_factory=list)
 
 
+def value_of(expr: sympy.Expr) -> tuple[str | None, str | None]:
+    """(exact value as text, None) or (None, why not). Call it only inside a sandbox: doit() may hang."""
+    try:
+        v = expr.doit()
+    except (ZeroDivisionError, ValueError, TypeError, ArithmeticError, AttributeError) as e:
+        return None, f"{type(e).__name__}: {e}"
+    if v.free_symbols or not v.is_number:
+        return None, "has free symbols"
+    v = sympy.nsimplify(v) if v.is_Float else v
+    text = str(v) if v.is_Rational else str(sympy.N(v, 15))
+    if text in ("zoo", "nan", "oo", "-oo"):
+        return None, f"not finite ({text})"
+    return text, None
+
+
 def _eval_many(texts: list[str]) -> list[tuple[str | None, str | None]]:
     out = []
     for t in texts:
         try:
-            v = parse(t).expr.doit()
-            if v.free_symbols:
-                out.append((None, "has free symbols"))
-            elif v.is_Number:
-                out.append((str(v) if not v.is_Float else str(sympy.nsimplify(v)), None))
-            else:
-                out.append((str(sympy.N(v, 15)), None))
+            out.append(value_of(parse(t).expr))
         except ParseError as e:
             out.append((None, e.reason))
-        except (ZeroDivisionError, ValueError, TypeError, ArithmeticError) as e:
-            out.append((None, f"{type(e).__name__}: {e}"))
-    infinite = ("zoo", "nan", "oo", "-oo")
-    return [(None, f"not finite ({v})") if v in infinite else (v, e) for v, e in out]
+    return out
 
 
 def evaluate(texts: list[str], timeout_s: float = 2.0, mem_mb: int = 512) -> Evaluation:
     """Values of expressions, computed in a sandbox (one child for all; one each if that fails)."""
-    result = Evaluation()
-    if not texts:
-        return result
-    batch = run_sandboxed(_eval_many, list(texts), timeout_s=timeout_s, mem_mb=mem_mb)
-    pairs = batch.value if batch.ok else None
-    if pairs is None:  # one of them blew a limit: find which, one child each
-        pairs = []
-        for t in texts:
-            r = run_sandboxed(_eval_many, [t], timeout_s=timeout_s, mem_mb=mem_mb)
-            pairs.append(r.value[0] if r.ok else (None, f"sandbox: {r.error.splitlines()[0]}"))
-    for v, e in pairs:
-        result.values.append(v)
-        result.errors.append(e)
-    return result
+    pairs = map_sandboxed(_eval_many, list(texts), lambda err: (None, err), timeout_s=timeout_s, mem_mb=mem_mb)
+    return Evaluation(values=[v for v, _ in pairs], errors=[e for _, e in pairs])

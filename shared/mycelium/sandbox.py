@@ -74,3 +74,23 @@ def run_sandboxed(
             proc.kill()
         proc.join()
         parent.close()
+
+
+def map_sandboxed(fn_many: Callable[[list], list], items: list, on_error: Callable[[str], Any], *,
+                  timeout_s: float = 2.0, batch_timeout_s: float | None = None, mem_mb: int = 512) -> list:
+    """``fn_many(items)`` in one child; if that child hits a limit, one child per item to find which.
+
+    ``fn_many`` maps a list to a list of the same length; an item whose own child fails becomes
+    ``on_error(first line of the error)``. Costs one fork in the common case, and a hostile item
+    at most its own ``timeout_s``.
+    """
+    if not items:
+        return []
+    batch = run_sandboxed(fn_many, list(items), timeout_s=batch_timeout_s or timeout_s, mem_mb=mem_mb)
+    if batch.ok:
+        return batch.value
+    out = []
+    for item in items:
+        r = run_sandboxed(fn_many, [item], timeout_s=timeout_s, mem_mb=mem_mb)
+        out.append(r.value[0] if r.ok else on_error(f"sandbox: {r.error.splitlines()[0]}"))
+    return out
