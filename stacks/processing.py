@@ -33,21 +33,51 @@ class StageSpec:
     timeout_min: int
     reads: tuple[str, ...]
     writes: tuple[str, ...]
-    lists: tuple[str, ...] = ()
 
 
 STAGES: dict[str, StageSpec] = {
-    "analyze": StageSpec(2048, 5, reads=("chunks/*", "traces/*", "signals/*"),
+    "ingest": StageSpec(3008, 15, reads=("manifest.json", "input/*", "summary.json"),
+                        writes=("problems/*", "failures/ingest/*", "summary.json")),
+    "analyze": StageSpec(2048, 5, reads=("manifest.json", "chunks/*", "traces/*", "signals/*"),
                          writes=("signals/*", "steps/*", "failures/analyze/*")),
-    "aggregate": StageSpec(4096, 15, reads=("steps/*", "summary.json"), writes=("ib/*", "summary.json"),
-                           lists=("steps/",)),
-    "discover": StageSpec(10240, 15, reads=("ib/*", "summary.json"), writes=("ib/*", "summary.json")),
+    "aggregate": StageSpec(4096, 15, reads=("steps/*", "summary.json"), writes=("ib/*", "summary.json")),
+    "discover": StageSpec(10240, 15, reads=("ib/*", "summary.json", "manifest.json"), writes=("ib/*", "summary.json")),
+    "finish": StageSpec(512, 1, reads=(), writes=("status/run.json",)),
 }
 
 
+def grant_run_prefixes(role: iam.IRole, bucket: s3.IBucket, reads: tuple[str, ...], writes: tuple[str, ...],
+                       lists: bool = True) -> None:
+    """GetObject on ``runs/*/<read>``, PutObject on ``runs/*/<write>``, ListBucket under ``runs/`` only."""
+    objects = lambda pats: [bucket.arn_for_objects(f"{RUNS_PREFIX}/*/{p}") for p in pats]  # noqa: E731
+    if reads:
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=objects(reads)))
+    if writes:
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["s3:PutObject"], resources=objects(writes)))
+    if lists:
+        # HEAD of a missing key answers 403 without ListBucket; list only under the runs prefix.
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{RUNS_PREFIX}/*"]}}))
+
+
+def acknowledge_run_scoped(scope: Construct, bucket: s3.IBucket, patterns: tuple[str, ...]) -> None:
+    """cdk-nag IAM5 flags the ``runs/*/<prefix>`` wildcards; each is acknowledged with why."""
+    reason = ("Run names are chosen at submit time: each object ARN is scoped to runs/*/<prefix> of one "
+              "bucket, and to the prefixes this role reads or writes.")
+    Validations.of(scope).acknowledge(*[
+        Acknowledgment(id=f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::"
+                          f"{bucket.bucket_name}/{RUNS_PREFIX}/*/{p}]", reason=reason)
+        for p in sorted(set(patterns))
+    ])
+
+
 class ProcessingStack(Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, bucket_name: str, **kwargs) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, bucket_name: str, name_prefix: str = "mycelium",
+                 **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        #: stage -> function name ("mycelium-analyze"); the orchestration stack invokes them by name.
+        self.function_names = {stage: f"{name_prefix}-{stage}" for stage in STAGES}
         bucket = s3.Bucket.from_bucket_name(self, "Runs", bucket_name)
         self.functions: dict[str, lambda_.Function] = {}
         for stage, spec in STAGES.items():
@@ -66,22 +96,9 @@ class ProcessingStack(Stack):
             memory_size=spec.memory_mb, timeout=Duration.minutes(spec.timeout_min), role=role,
             dead_letter_queue=dlq, log_group=log_group, logging_format=lambda_.LoggingFormat.JSON,
             environment={"MYCELIUM_STORE": f"s3://{bucket.bucket_name}/{RUNS_PREFIX}"},
-            description=f"mycelium {stage} stage",
+            description=f"mycelium {stage} stage", function_name=self.function_names[stage],
         )
         log_group.grant_write(role)
-        objects = lambda pats: [bucket.arn_for_objects(f"{RUNS_PREFIX}/*/{p}") for p in pats]  # noqa: E731
-        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=objects(spec.reads)))
-        role.add_to_policy(iam.PolicyStatement(actions=["s3:PutObject"], resources=objects(spec.writes)))
-        # HEAD of a missing key answers 403 without ListBucket; list only under the run prefix.
-        role.add_to_policy(iam.PolicyStatement(
-            actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
-            conditions={"StringLike": {"s3:prefix": [f"{RUNS_PREFIX}/*"]}}))
-        reason = ("Run names are chosen at submit time: each object ARN is scoped to runs/*/<prefix> of one "
-                  "bucket, and to the prefixes this stage reads or writes.")
-        patterns = sorted(set(spec.reads) | set(spec.writes))
-        Validations.of(role).acknowledge(*[
-            Acknowledgment(id=f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::"
-                              f"{bucket.bucket_name}/{RUNS_PREFIX}/*/{p}]", reason=reason)
-            for p in patterns
-        ])
+        grant_run_prefixes(role, bucket, spec.reads, spec.writes, lists=bool(spec.reads))
+        acknowledge_run_scoped(role, bucket, spec.reads + spec.writes)
         return fn

@@ -92,6 +92,19 @@ def sample_path() -> Path:
     return SAMPLE
 
 
+def load_handler(stage: str):
+    """Import lambdas/<stage>/handler.py afresh, as Lambda would (its module-level clients are made now)."""
+    import importlib.util
+    import sys
+
+    name = f"lambda_handler_{stage}"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "lambdas" / stage / "handler.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # pydantic resolves the handler's annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     with open(path, "wb") as f:
         for r in rows:

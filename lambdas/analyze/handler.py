@@ -10,6 +10,7 @@ Returns a small summary; the outputs are ``signals/<pid>.json`` and ``steps/<pid
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mycelium import env
 from mycelium.analyze import analyze_one, is_done
 from mycelium.config import AnalyzeConfig
+from mycelium.manifest import MANIFEST, load_manifest
 from mycelium.runs import RunKeys, record_failure
 from mycelium.store import open_store
 
@@ -26,6 +28,13 @@ log.setLevel(logging.INFO)
 
 STORE = open_store(os.environ.get(env.STORE_URL))  # s3://bucket/prefix; created once per container
 CONFIG = AnalyzeConfig.model_validate_json(os.environ.get("MYCELIUM_ANALYZE_CONFIG", "{}"))
+
+
+@functools.lru_cache(maxsize=16)
+def config_of(run: str) -> AnalyzeConfig:
+    """A submitted run's analyze config (from its manifest, read once per warm container), else the default."""
+    keys = RunKeys(run)
+    return load_manifest(STORE, keys).analyze if STORE.exists(keys(MANIFEST)) else CONFIG
 
 
 class AnalyzeEvent(BaseModel):
@@ -42,10 +51,11 @@ class AnalyzeEvent(BaseModel):
 def handler(event: dict, context=None) -> dict:
     ev = AnalyzeEvent.model_validate(event)
     keys = RunKeys(ev.run)
-    if is_done(STORE, keys, ev.problem_id, CONFIG):  # a retried or re-run item: idempotent
+    config = config_of(ev.run)
+    if is_done(STORE, keys, ev.problem_id, config):  # a retried or re-run item: idempotent
         return {"problem_id": ev.problem_id, "skipped": "already analyzed"}
     try:
-        summary = analyze_one(STORE, ev.run, ev.problem_id, CONFIG)
+        summary = analyze_one(STORE, ev.run, ev.problem_id, config)
     except Exception as e:
         # recorded for the run summary, then raised so the Distributed Map counts the item as failed
         record_failure(STORE, keys, "analyze", ev.problem_id, f"{type(e).__name__}: {e}", e)

@@ -1,6 +1,7 @@
 """Lambda: discover operation templates with the Information Bottleneck.
 
-Event: ``{"run": "gsm8k-train", "gain": 0.15, "min_size": 50}`` (gain and min_size optional).
+Event: ``{"run": "gsm8k-train", "gain": 0.15, "min_size": 50}``. The config is the run manifest's
+(the default for a run that was not submitted); ``gain`` and ``min_size`` in the event override it.
 Writes ``ib/taxonomy.json`` and the plots; returns the template count and the key.
 """
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mycelium import env
 from mycelium.config import DiscoverConfig
 from mycelium.discover import discover
+from mycelium.manifest import MANIFEST, load_manifest
 from mycelium.runs import RunKeys
 from mycelium.store import open_store
 
@@ -33,8 +35,10 @@ class DiscoverEvent(BaseModel):
 
 def handler(event: dict, context=None) -> dict:
     ev = DiscoverEvent.model_validate(event)
+    keys = RunKeys(ev.run)
+    base = load_manifest(STORE, keys).discover if STORE.exists(keys(MANIFEST)) else DiscoverConfig()
     fields = {k: v for k, v in {"gain": ev.gain, "min_size": ev.min_size}.items() if v is not None}
-    taxonomy = discover(STORE, ev.run, DiscoverConfig(progress=False, **fields), elbow=ev.elbow)
+    taxonomy = discover(STORE, ev.run, base.model_copy(update={"progress": False, **fields}), elbow=ev.elbow)
     out = {"run": ev.run, "templates": taxonomy["n_templates"], "families": taxonomy["n_families"],
            "purity": taxonomy["purity"], "taxonomy_key": RunKeys(ev.run)("ib", "taxonomy.json")}
     log.info({"message": "discovered", **out})

@@ -219,8 +219,12 @@ def resolve_hidden_layer(cfg: CaptureConfig, n_layers: int) -> int:
     return layer
 
 
-def build_tokens(teacher: Teacher, problem: Problem, cfg: CaptureConfig, parts: tuple[str, str]) -> tuple[Tokens, dict]:
-    """Prompt + CoT tokens (generated or reference) and CoT facts for the trace."""
+def build_tokens(teacher: Teacher, problem: Problem, cfg: CaptureConfig, parts: tuple[str, str],
+                 generated=None) -> tuple[Tokens, dict]:
+    """Prompt + CoT tokens (generated or reference) and CoT facts for the trace.
+
+    ``generated`` is a CoT made beforehand (``generation.GeneratedCot``, e.g. by vLLM); else HF generates it.
+    """
     tokens = prompt_tokens(teacher, problem.question, parts)
     facts: dict = {"truncated": False, "retokenized_equal": None}
     if cfg.cot == "reference":
@@ -228,7 +232,10 @@ def build_tokens(teacher: Teacher, problem: Problem, cfg: CaptureConfig, parts: 
             raise CaptureError(problem.id, "--cot reference, but the problem has no reference solution")
         cot_text = problem.solution
     else:
-        cot_text, gen_ids, truncated = generate_cot(teacher, tokens, cfg.max_new_tokens)
+        if generated is not None:
+            cot_text, gen_ids, truncated = generated.text, generated.ids, generated.truncated
+        else:
+            cot_text, gen_ids, truncated = generate_cot(teacher, tokens, cfg.max_new_tokens)
         facts["truncated"] = truncated
     tokens.cot_ids, tokens.cot_offsets = _tokenize(teacher.tokenizer, cot_text)
     if cfg.cot == "generate":
@@ -240,8 +247,8 @@ def build_tokens(teacher: Teacher, problem: Problem, cfg: CaptureConfig, parts: 
 
 
 def capture_problem(teacher: Teacher, problem: Problem, cfg: CaptureConfig, head_set: HeadSet,
-                    parts: tuple[str, str], config_hash: str) -> tuple[Trace, Chunk]:
-    tokens, facts = build_tokens(teacher, problem, cfg, parts)
+                    parts: tuple[str, str], config_hash: str, generated=None) -> tuple[Trace, Chunk]:
+    tokens, facts = build_tokens(teacher, problem, cfg, parts, generated)
     try:
         arrays = forward_signals(teacher, tokens, head_set, cfg)
     except CaptureError as e:

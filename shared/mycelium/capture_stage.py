@@ -38,7 +38,7 @@ class CaptureResult:
     calibration: Calibration
 
 
-def _file_sha256(path: str | Path) -> str:
+def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -46,11 +46,11 @@ def _file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _config_guard(store: Store, keys: RunKeys, cfg: CaptureConfig, teacher: Teacher, data: str | Path,
+def _config_guard(store: Store, keys: RunKeys, cfg: CaptureConfig, teacher: Teacher, data: str, data_sha256: str,
                   ingest_cfg: IngestConfig) -> str:
     """Pin the run to one capture config, teacher and input file: anything else would mix chunks."""
-    record = {"config_hash": cfg.hash(), "model_id": teacher.model_id, "data": str(data),
-              "data_sha256": _file_sha256(data), "dataset_format": ingest_cfg.dataset_format,
+    record = {"config_hash": cfg.hash(), "model_id": teacher.model_id, "data": data,
+              "data_sha256": data_sha256, "dataset_format": ingest_cfg.dataset_format,
               "shard_size": ingest_cfg.shard_size, "config": cfg.model_dump(mode="json", exclude={"device", "progress"})}
     key = keys("capture", "config.json")
     if store.exists(key):
@@ -97,8 +97,12 @@ def problem_token_budget(teacher: Teacher, cfg: CaptureConfig) -> int:
 
 
 def capture_problems(problems: Iterable[Problem], total: int | None, store: Store, keys: RunKeys,
-                     teacher: Teacher, cfg: CaptureConfig, head_set: HeadSet, summary: StageSummary) -> None:
-    """Capture each problem and write it at once; skip done ones; record failures."""
+                     teacher: Teacher, cfg: CaptureConfig, head_set: HeadSet, summary: StageSummary,
+                     generated: dict | None = None) -> None:
+    """Capture each problem and write it at once; skip done ones; record failures.
+
+    ``generated``: problem id -> a CoT made beforehand (vLLM; see ``mycelium.generation``).
+    """
     parts = teacher.prompt_parts()
     config_hash = cfg.hash()
     bar = tqdm(problems, total=total, unit="problem", desc="capture", disable=not cfg.progress, dynamic_ncols=True)
@@ -109,7 +113,8 @@ def capture_problems(problems: Iterable[Problem], total: int | None, store: Stor
             summary.skip("already captured")
             continue
         try:
-            trace, chunk = capture_problem(teacher, problem, cfg, head_set, parts, config_hash)
+            trace, chunk = capture_problem(teacher, problem, cfg, head_set, parts, config_hash,
+                                           (generated or {}).get(problem.id))
             data = chunk_format.encode_chunk(chunk)
         except (TeacherError, ConfigError):
             raise  # the teacher or config is wrong for every problem: stop, do not record N failures
@@ -146,6 +151,28 @@ def capture_problems(problems: Iterable[Problem], total: int | None, store: Stor
     summary.seconds += time.perf_counter() - t0
 
 
+def first_problems(store: Store, shard_keys: list[str], n: int) -> list[Problem]:
+    """The first ``n`` problems of a run, in shard order (the calibration set)."""
+    out: list[Problem] = []
+    for key in shard_keys:
+        for p in read_shard(store, key):
+            if len(out) >= n:
+                return out
+            out.append(p)
+    return out
+
+
+def prepare_capture(store: Store, keys: RunKeys, teacher: Teacher, cfg: CaptureConfig, ingest_cfg: IngestConfig,
+                    data: str, data_sha256: str, shard_keys: list[str]) -> Calibration:
+    """Before any problem is captured: pin the run's config and find its computing heads (once per run)."""
+    resolve_hidden_layer(cfg, teacher.n_layers)  # a bad layer fails here, not once per problem
+    _config_guard(store, keys, cfg, teacher, data, data_sha256, ingest_cfg)
+    first = first_problems(store, shard_keys, cfg.calibration_problems)
+    if not first:
+        raise MyceliumError(f"{data}: no usable problems (see {keys('failures', 'ingest')}/)")
+    return _calibration(store, keys, teacher, cfg, first, teacher.prompt_parts())
+
+
 def run_capture(data: str | Path, run: str, store: Store, cfg: CaptureConfig, ingest_cfg: IngestConfig,
                 teacher: Teacher | None = None) -> CaptureResult:
     """``mycelium capture``: ingest ``data`` into run ``run`` and capture every problem."""
@@ -154,31 +181,20 @@ def run_capture(data: str | Path, run: str, store: Store, cfg: CaptureConfig, in
     if not Path(data).is_file():
         raise MyceliumError(f"--data {data}: no such file")
     teacher = teacher or load_teacher(cfg.teacher, cfg.device, cfg.dtype)
-    resolve_hidden_layer(cfg, teacher.n_layers)  # a bad layer fails here, not once per problem
-    _config_guard(store, keys, cfg, teacher, data, ingest_cfg)
+    resolve_hidden_layer(cfg, teacher.n_layers)
     budget = cfg.max_problem_tokens or problem_token_budget(teacher, cfg)
     counter = lambda text: len(teacher.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     summary.stages["ingest"] = StageSummary()
     summary.stages["capture"] = StageSummary()
-    cap = summary.stages["capture"]
     try:
+        sha = file_sha256(data)
+        _config_guard(store, keys, cfg, teacher, str(data), sha, ingest_cfg)  # before ingest writes anything
         shard_keys = ingest(data, store, keys, ingest_cfg, summary.stages["ingest"], counter, budget)
-        n_problems = summary.stages["ingest"].n_out
-        first = []
-        for key in shard_keys:
-            for p in read_shard(store, key):
-                first.append(p)
-                if len(first) >= cfg.calibration_problems:
-                    break
-            if len(first) >= cfg.calibration_problems:
-                break
-        if not first:
-            raise MyceliumError(f"{data}: no usable problems (see failures/ingest/)")
-        calibration = _calibration(store, keys, teacher, cfg, first, teacher.prompt_parts())
+        calibration = prepare_capture(store, keys, teacher, cfg, ingest_cfg, str(data), sha, shard_keys)
         head_set = HeadSet(teacher.n_layers, tuple(calibration.computing_heads))
         problems = (p for key in shard_keys for p in read_shard(store, key))
-        capture_problems(problems, n_problems, store, keys, teacher, cfg, head_set, cap)
+        capture_problems(problems, summary.stages["ingest"].n_out, store, keys, teacher, cfg, head_set,
+                         summary.stages["capture"])
     finally:
         save_summary(store, keys, summary)
     return CaptureResult(summary=summary, shard_keys=shard_keys, calibration=calibration)
-

@@ -6,11 +6,15 @@
     mycelium show --run NAME PROBLEM_ID [--store URL]
     mycelium aggregate --run NAME [--store URL]
     mycelium discover --run NAME [--gain 0.15 | --elbow] [--min-size 50] [--store URL]
+    mycelium deploy --bucket B [--region R] [--spot] [--max-vcpus N] [--vllm VERSION] [--synth]
+    mycelium submit --data FILE --run NAME --bucket B [--limit N] [--cot ...] [--teacher ...]
+    mycelium status NAME --bucket B [--region R]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import warnings
@@ -114,6 +118,51 @@ def _inspect(args) -> int:
     return 0
 
 
+def _deploy(args) -> int:
+    from .cloud import deploy, deploy_command
+
+    argv = deploy_command(args.bucket, args.region, args.name, args.spot, args.max_vcpus, args.vllm, args.synth)
+    print("$ " + " ".join(argv), flush=True)
+    return deploy(argv)
+
+
+def _submit(args) -> int:
+    from .config import CaptureConfig, DiscoverConfig, IngestConfig
+    from .manifest import MapConfig, manifest_key, submit
+    from .runs import RunKeys
+    from .store import open_store
+
+    store = open_store(args.store or f"s3://{args.bucket}/runs")
+    keys = RunKeys(args.run)
+    discover = {k: v for k, v in {"gain": args.gain, "min_size": args.min_size}.items() if v is not None}
+    manifest = submit(
+        store, keys, args.data,
+        ingest=IngestConfig(limit=args.limit, dataset_format=args.format, shard_size=args.shard_size),
+        capture=CaptureConfig(teacher=args.teacher, cot=args.cot, max_new_tokens=args.max_new_tokens,
+                              n_computing_heads=args.n_computing_heads, progress=False),
+        discover=DiscoverConfig(progress=False, **discover),
+        map=MapConfig(max_concurrency=args.max_concurrency, tolerated_failure_percentage=args.tolerated_failure),
+    )
+    print(f"uploaded {store.url}/{keys(manifest.data)} (sha256 {manifest.data_sha256[:12]}) "
+          f"and {store.url}/{manifest_key(keys)}")
+    print(f"the manifest upload starts the run; follow it with: mycelium status {args.run} --bucket {args.bucket}")
+    return 0
+
+
+def _status(args) -> int:
+    import boto3
+
+    from .cloud import format_status, run_status, state_machine_arn
+    from .store import open_store
+
+    sfn = boto3.client("stepfunctions", region_name=args.region)
+    store = open_store(args.store or f"s3://{args.bucket}/runs")
+    st = run_status(sfn, store, args.state_machine or state_machine_arn(sfn, args.name), args.run)
+    print(json.dumps(st, indent=2, default=str) if args.json else format_status(st))
+    ex = st["execution"]
+    return 1 if ex and ex["status"] in ("FAILED", "TIMED_OUT", "ABORTED") else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mycelium", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -171,6 +220,44 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--min-size", type=int, default=None, help="surface tension: smaller templates rejoin their parent (50)")
     dis.add_argument("--no-progress", action="store_true")
     dis.set_defaults(func=_discover)
+
+    dep = sub.add_parser("deploy", help="deploy the AWS stacks (cdk deploy with Mycelium's context)")
+    dep.add_argument("--bucket", required=True, help="the runs bucket's globally unique name (created by the deploy)")
+    dep.add_argument("--region", default=None)
+    dep.add_argument("--name", default="mycelium", help="prefix of the functions and the state machine")
+    dep.add_argument("--spot", action="store_true", help="run capture on Spot g5 instances")
+    dep.add_argument("--max-vcpus", type=int, default=None, help="g5 capacity of the compute environment (64)")
+    dep.add_argument("--vllm", default=None, help="a vLLM version to install in the capture image")
+    dep.add_argument("--synth", action="store_true", help="only synthesize the templates (cdk synth)")
+    dep.set_defaults(func=_deploy)
+
+    sbm = sub.add_parser("submit", help="upload a dataset and its run manifest: on AWS the upload starts the run")
+    sbm.add_argument("--data", required=True)
+    sbm.add_argument("--run", required=True)
+    sbm.add_argument("--bucket", required=True)
+    sbm.add_argument("--store", default=None, help="instead of s3://BUCKET/runs (e.g. a local directory)")
+    sbm.add_argument("--format", default="auto", choices=["auto", "gsm8k", "math", "plain"])
+    sbm.add_argument("--limit", type=int, default=None)
+    sbm.add_argument("--shard-size", type=int, default=1000, help="problems per capture array element")
+    sbm.add_argument("--cot", default="reference", choices=["reference", "generate"])
+    sbm.add_argument("--max-new-tokens", type=int, default=512)
+    sbm.add_argument("--teacher", default="embedded", help="'embedded' or a model directory inside the worker image")
+    sbm.add_argument("--n-computing-heads", type=int, default=8)
+    sbm.add_argument("--gain", type=float, default=None)
+    sbm.add_argument("--min-size", type=int, default=None)
+    sbm.add_argument("--max-concurrency", type=int, default=200, help="chunks analysed at once")
+    sbm.add_argument("--tolerated-failure", type=float, default=5.0, help="percent of chunks that may fail")
+    sbm.set_defaults(func=_submit)
+
+    sta = sub.add_parser("status", help="a cloud run's execution, its analyze map-run counts and its capture jobs")
+    sta.add_argument("run")
+    sta.add_argument("--bucket", required=True)
+    sta.add_argument("--region", default=None)
+    sta.add_argument("--name", default="mycelium")
+    sta.add_argument("--state-machine", default=None, help="ARN (default: the deployed <name>-pipeline)")
+    sta.add_argument("--store", default=None)
+    sta.add_argument("--json", action="store_true")
+    sta.set_defaults(func=_status)
     return parser
 
 

@@ -11,6 +11,10 @@ CACHE_DIR = "MYCELIUM_CACHE_DIR"
 STORE_URL = "MYCELIUM_STORE"
 #: Endpoint override for S3 (tests, MinIO, LocalStack).
 S3_ENDPOINT = "MYCELIUM_S3_ENDPOINT"
+#: The capture worker's job: "prepare" (once per run) or "shard" (set by the state machine's container overrides).
+CAPTURE_MODE = "MYCELIUM_CAPTURE_MODE"
+#: Set by AWS Batch in each element of an array job.
+BATCH_ARRAY_INDEX = "AWS_BATCH_JOB_ARRAY_INDEX"
 
 
 def cache_dir() -> Path:

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .artifacts import Problem, StageSummary
 from .config import IngestConfig
 from .datasets import read_dataset
-from .errors import BadRowError
-from .runs import RunKeys, record_failure
+from .errors import BadRowError, MyceliumError
+from .runs import RunKeys, load_summary, record_failure, save_summary
 from .store import Store
+
+if TYPE_CHECKING:
+    from .manifest import RunManifest
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,33 @@ def ingest(
     flush()
     summary.seconds = time.perf_counter() - t0
     return shard_keys
+
+
+def ingest_run(store: Store, keys: RunKeys) -> tuple[StageSummary, list[str], "RunManifest"]:
+    """Ingest a submitted run (the cloud path): its manifest names the uploaded dataset and the config.
+
+    No teacher is loaded here, so over-long problems are not rejected at ingest: capture records
+    each of them as a failure naming the problem id. Re-running rewrites the same shards.
+    """
+    from .manifest import load_manifest, sha256_bytes
+
+    manifest = load_manifest(store, keys)
+    key = keys(manifest.data)
+    if not store.exists(key):
+        raise MyceliumError(f"{store.url}/{key}: the manifest names this dataset, but it was not uploaded")
+    data = store.get(key)
+    if sha256_bytes(data) != manifest.data_sha256:
+        raise MyceliumError(f"{store.url}/{key}: sha256 differs from the manifest's data_sha256 (partial upload?)")
+    summary = load_summary(store, keys)
+    stage = summary.stages["ingest"] = StageSummary()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(manifest.data).name  # the file name stays in bad-row messages
+        path.write_bytes(data)
+        shard_keys = ingest(path, store, keys, manifest.ingest, stage)
+    save_summary(store, keys, summary)
+    if not shard_keys:
+        raise MyceliumError(f"{store.url}/{key}: no usable problems (see {keys('failures', 'ingest')}/)")
+    return stage, shard_keys, manifest
 
 
 def read_shard(store: Store, key: str) -> Iterator[Problem]:

@@ -10,6 +10,9 @@ Everything of run ``R`` lives under ``R/`` in the store::
     R/capture/calibration.json    capture: computing heads, how they were found
     R/failures/<stage>/<item>.json  one Failure per failed item
     R/summary.json                RunSummary: per stage in, out, skipped by reason, failed
+    R/manifest.json               RunManifest of a submitted run (mycelium.manifest); its upload starts it on AWS
+    R/status/capture/<job>.json   each capture worker's final status (succeeded, or failed with traceback)
+    R/status/run.json             how the cloud run ended: succeeded, or failed with the state machine's error
 """
 
 from __future__ import annotations
@@ -89,3 +92,12 @@ def format_summary(summary: RunSummary) -> str:
 
 def _fmt(v: int | float) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def record_run_status(store: Store, keys: RunKeys, state: str, error: str | None = None, cause: str | None = None,
+                      outputs: dict | None = None) -> dict:
+    """``status/run.json``: how a run ended, so nobody has to read the execution history to learn why."""
+    status = {"run": keys.run, "state": state, "error": error, "cause": cause, "outputs": outputs or {},
+              "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    store.put_json(keys("status", "run.json"), status)
+    return status

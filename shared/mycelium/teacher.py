@@ -166,6 +166,16 @@ def _embedded_cache() -> Path:
     return cache
 
 
+def model_dir(spec: str) -> Path:
+    """The local Hugging Face model directory of a teacher spec (the embedded one is converted on first use)."""
+    if spec == EMBEDDED:
+        return _embedded_cache()
+    path = Path(spec)
+    if not path.is_dir():
+        raise TeacherError(f"teacher {spec!r}: not 'embedded' and not a local model directory")
+    return path
+
+
 def load_teacher(spec: str = EMBEDDED, device: str = "auto", dtype: str = "auto") -> Teacher:
     """Load a teacher by spec: ``"embedded"`` or a local model directory."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -175,12 +185,7 @@ def load_teacher(spec: str = EMBEDDED, device: str = "auto", dtype: str = "auto"
 
     hf_logging.disable_progress_bar()
     device = resolve_device(device)
-    if spec == EMBEDDED:
-        path, model_id = _embedded_cache(), EMBEDDED_MODEL_ID
-    else:
-        path, model_id = Path(spec), str(spec)
-        if not path.is_dir():
-            raise TeacherError(f"teacher {spec!r}: not 'embedded' and not a local model directory")
+    path, model_id = model_dir(spec), (EMBEDDED_MODEL_ID if spec == EMBEDDED else str(spec))
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(

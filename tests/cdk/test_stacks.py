@@ -118,3 +118,139 @@ def test_cdk_nag_would_catch_a_wildcard_policy(tmp_path):
     role.add_to_policy(iam.PolicyStatement(actions=["s3:*"], resources=["*"]))
     with pytest.raises(Exception, match="IAM5|[Vv]alidation"):
         app.synth()
+
+
+# ------------------------------------------------------------------------------------------------ GPU workers
+def test_batch_runs_capture_on_g5_gpus_from_zero(synthesized):
+    from stacks.gpu_workers import INSTANCE_TYPES
+
+    t = _template(synthesized["gpu_workers"])
+    (env,) = [r["Properties"] for r in t.find_resources("AWS::Batch::ComputeEnvironment").values()]
+    resources = env["ComputeResources"]
+    assert env["Type"] == "managed" and resources["Type"] == "EC2"
+    assert resources["InstanceTypes"] == list(INSTANCE_TYPES) and all(i.startswith("g5.") for i in INSTANCE_TYPES)
+    assert resources["MinvCpus"] == 0 and resources["Ec2Configuration"] == [{"ImageType": "ECS_AL2_NVIDIA"}]
+    (job,) = [r["Properties"] for r in t.find_resources("AWS::Batch::JobDefinition").values()]
+    container = job["ContainerProperties"]
+    assert {"Type": "GPU", "Value": "1"} in container["ResourceRequirements"]
+    assert container["Command"][-2:] == ["--run", "Ref::run"] and job["Parameters"] == {"run": "unset"}
+    assert "Fn::Sub" in json.dumps(container["Image"])  # the ECR asset built from gpu_workers/capture/Dockerfile
+    assert job["RetryStrategy"]["Attempts"] == 3
+    # Private subnets, S3 through a gateway endpoint, flow logs on.
+    t.resource_count_is("AWS::EC2::VPCEndpoint", 1)
+    t.has_resource_properties("AWS::EC2::VPCEndpoint", {"VpcEndpointType": "Gateway"})
+    t.resource_count_is("AWS::EC2::FlowLog", 1)
+
+
+def test_capture_job_role_is_scoped_to_its_prefixes(synthesized):
+    from stacks.gpu_workers import CAPTURE_WRITES
+
+    statements = [s for k, p in _template(synthesized["gpu_workers"]).find_resources("AWS::IAM::Policy").items()
+                  if k.startswith("CaptureJobRole") for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    by_action = {json.dumps(s["Action"]): json.dumps(s["Resource"]) for s in statements}
+    assert set(by_action) == {'"s3:GetObject"', '"s3:PutObject"', '"s3:ListBucket"', '"s3:DeleteObject"'}
+    for pattern in CAPTURE_WRITES:
+        assert f"mycelium-runs/runs/*/{pattern}" in by_action['"s3:PutObject"']
+    assert "/ib/" not in by_action['"s3:PutObject"'] and "/steps/" not in by_action['"s3:PutObject"']
+    assert by_action['"s3:DeleteObject"'].endswith(':s3:::mycelium-runs/runs/*/failures/capture/*"]]}')
+
+
+# ---------------------------------------------------------------------------------------------- orchestration
+@pytest.fixture(scope="module")
+def asl(synthesized):
+    from tests.synth import state_machine_definition
+
+    return state_machine_definition({"orchestration": _template(synthesized["orchestration"]).to_json()})
+
+
+def test_state_machine_is_standard_traced_and_logged(synthesized):
+    t = _template(synthesized["orchestration"])
+    t.has_resource_properties("AWS::StepFunctions::StateMachine", {
+        "StateMachineType": "STANDARD", "TracingConfiguration": {"Enabled": True},
+        "LoggingConfiguration": assertions.Match.object_like({"Level": "ALL"}),
+    })
+
+
+def test_pipeline_order_and_the_distributed_map(asl):
+    states = asl["States"]
+    order, name = [], asl["StartAt"]
+    while name and states[name]["Type"] != "Choice":
+        order.append(name)
+        name = states[name].get("Next")
+    assert order == ["ParseRun", "Ingest", "Prepare"]
+    assert {c["Next"] for c in states["HowManyShards?"]["Choices"]} | {states["HowManyShards?"]["Default"]} == \
+        {"CaptureShards", "CaptureShard"}
+    for capture in ("CaptureShards", "CaptureShard", "Prepare"):
+        assert states[capture]["Resource"] == "arn:aws:states:::batch:submitJob.sync"
+        assert states[capture]["Parameters"]["Parameters"] == {"run.$": "$.run"}
+    assert states["CaptureShards"]["Parameters"]["ArrayProperties"] == {"Size.$": "$.ingest.shards"}
+    assert "ArrayProperties" not in states["CaptureShard"]["Parameters"]  # Batch arrays need 2+ elements
+
+    m = states["Analyze"]
+    assert m["Type"] == "Map" and m["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    assert m["ItemReader"]["Resource"] == "arn:aws:states:::s3:listObjectsV2"
+    assert m["ItemReader"]["Parameters"] == {"Bucket": "mycelium-runs", "Prefix.$": "States.Format('runs/{}/chunks/', $.run)"}
+    assert m["MaxConcurrencyPath"] == "$.ingest.map.max_concurrency"
+    assert m["ToleratedFailurePercentagePath"] == "$.ingest.map.tolerated_failure_percentage"
+    assert m["ResultWriter"]["Resource"] == "arn:aws:states:::s3:putObject"
+    assert m["ResultWriter"]["Parameters"] == {"Bucket": "mycelium-runs", "Prefix": "runs/_map-results"}
+    assert "ItemBatcher" not in m  # one chunk per invocation, the same definition moto runs
+    inner = m["ItemProcessor"]["States"]
+    assert inner["IsChunk?"]["Choices"] == [{"Variable": "$.chunk_key", "StringMatches": "*.npz", "Next": "AnalyzeChunk"}]
+    assert [states[n].get("Next") for n in ("Analyze", "Aggregate", "Discover", "Finish")] == \
+        ["Aggregate", "Discover", "Finish", "RunSucceeded"]
+
+
+def _tasks(asl):
+    out = dict(asl["States"])
+    for state in asl["States"].values():
+        out.update(state.get("ItemProcessor", {}).get("States", {}))
+    return out
+
+
+def test_lambda_tasks_retry_throttling_with_backoff_and_jitter(asl):
+    lambdas = {n: s for n, s in _tasks(asl).items() if s["Type"] == "Task" and ":lambda:" in s["Resource"]}
+    assert set(lambdas) == {"Ingest", "AnalyzeChunk", "Aggregate", "Discover", "Finish", "RecordFailure"}
+    for name, state in lambdas.items():
+        (retry,) = state["Retry"]
+        assert "Lambda.TooManyRequestsException" in retry["ErrorEquals"], name
+        assert retry["BackoffRate"] == 2 and retry["JitterStrategy"] == "FULL" and retry["MaxAttempts"] >= 3
+
+
+def test_every_step_of_the_run_has_a_failure_path_that_records_why(asl):
+    states = asl["States"]
+    guarded = [n for n, s in states.items() if s["Type"] in ("Task", "Map") and n != "RecordFailure"]
+    assert set(guarded) == {"Ingest", "Prepare", "CaptureShard", "CaptureShards", "Analyze", "Aggregate", "Discover",
+                            "Finish"}
+    for name in guarded:
+        assert states[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
+                                          "Next": "RecordFailure"}], name
+    record = states["RecordFailure"]
+    assert record["Parameters"] == {"run.$": "$.run", "state": "failed", "error.$": "$.error"}
+    assert states[record["Next"]] == {"Type": "Fail", "Error": "MyceliumRunFailed", "CausePath": "$.error.Cause"}
+
+
+def test_a_manifest_upload_starts_one_execution(synthesized):
+    t = _template(synthesized["orchestration"])
+    (rule,) = t.find_resources("AWS::Events::Rule").values()
+    assert rule["Properties"]["EventPattern"] == {
+        "source": ["aws.s3"], "detail-type": ["Object Created"],
+        "detail": {"bucket": {"name": ["mycelium-runs"]}, "object": {"key": [{"wildcard": "runs/*/manifest.json"}]}},
+    }
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Ref": next(iter(t.find_resources("AWS::StepFunctions::StateMachine")))}
+    assert "DeadLetterConfig" in target and target["RetryPolicy"]["MaximumRetryAttempts"] == 8
+
+
+def test_state_machine_role_has_no_open_data_permissions(synthesized):
+    t = _template(synthesized["orchestration"])
+    for policy in t.find_resources("AWS::IAM::Policy").values():
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+            if s["Resource"] == "*":  # only services without resource-level permissions
+                assert all(a.startswith(("logs:", "xray:")) for a in actions), actions
+            assert not any(a in ("*", "s3:*", "lambda:*", "batch:*") for a in actions)
+            if any(a.startswith("s3:Put") for a in actions):
+                assert json.dumps(s["Resource"]).endswith('runs/_map-results/*"]]}')
+            if "s3:ListBucket" in actions:
+                assert s["Condition"] == {"StringLike": {"s3:prefix": ["runs/*/chunks/*"]}}

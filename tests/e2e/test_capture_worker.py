@@ -1,31 +1,45 @@
-"""The capture GPU worker entry point always writes a final status object."""
+"""The capture GPU worker entry point: prepare, then a shard; it always writes a final status object."""
 
 import pytest
 
 from gpu_workers.capture.entry_point import main as worker_main
-from mycelium.capture_stage import run_capture
 from mycelium.config import CaptureConfig, IngestConfig
+from mycelium.ingest import ingest_run
+from mycelium.manifest import submit
+from mycelium.runs import RunKeys
 from mycelium.store import LocalStore
 
-from ..conftest import SAMPLE
+from ..conftest import SAMPLE, write_jsonl
 
 pytestmark = pytest.mark.e2e
 
 
-def test_worker_captures_a_shard_and_reports_success(tmp_path, embedded_teacher):
-    store = LocalStore(tmp_path)
-    cfg = CaptureConfig(n_computing_heads=2, calibration_problems=1, progress=False)
-    run_capture(SAMPLE, "w", store, cfg, IngestConfig(limit=2), teacher=embedded_teacher)
-    victim = next(k for k in store.list("w/chunks/") if k.endswith(".json"))
-    store.local_path(victim).unlink()  # as if this problem had not been captured yet
-    assert worker_main(["--store", str(tmp_path), "--run", "w", "--shard", "w/problems/part-00000.jsonl"]) == 0
-    status = store.get_json("w/status/capture/part-00000.json")
-    assert status["state"] == "succeeded"
-    assert status["summary"]["n_out"] == 1 and status["summary"]["skipped"] == {"already captured": 1}
-    assert store.exists(victim)
+def test_worker_prepares_then_captures_a_shard(tmp_path, embedded_teacher, monkeypatch):
+    store, keys = LocalStore(tmp_path / "store"), RunKeys("w")
+    data = write_jsonl(tmp_path / "two.jsonl", SAMPLE.read_text().splitlines()[:2])
+    submit(store, keys, data, ingest=IngestConfig(shard_size=1),
+           capture=CaptureConfig(n_computing_heads=2, calibration_problems=1, progress=False))
+    _, shards, _ = ingest_run(store, keys)
+    assert len(shards) == 2
+    argv = ["--store", str(tmp_path / "store"), "--run", "w"]
+
+    monkeypatch.setenv("MYCELIUM_CAPTURE_MODE", "prepare")
+    assert worker_main(argv) == 0
+    prepared = store.get_json("w/status/capture/prepare.json")
+    assert prepared["state"] == "succeeded" and prepared["shards"] == 2 and len(prepared["computing_heads"]) == 2
+    assert store.exists("w/capture/calibration.json") and store.exists("w/capture/config.json")
+
+    monkeypatch.setenv("MYCELIUM_CAPTURE_MODE", "shard")
+    monkeypatch.setenv("AWS_BATCH_JOB_ARRAY_INDEX", "1")  # the second element of the array job
+    assert worker_main(argv) == 0
+    status = store.get_json("w/status/capture/part-00001.json")
+    assert status["state"] == "succeeded" and status["summary"]["n_out"] == 1
+    assert not store.exists("w/status/capture/part-00000.json")
+    assert worker_main(argv) == 0  # a retried element skips what it already captured
+    assert store.get_json("w/status/capture/part-00001.json")["summary"]["skipped"] == {"already captured": 1}
 
 
 def test_worker_failure_writes_the_traceback(tmp_path):
     assert worker_main(["--store", str(tmp_path), "--run", "nope", "--shard", "nope/problems/part-00000.jsonl"]) == 1
     status = LocalStore(tmp_path).get_json("nope/status/capture/part-00000.json")
-    assert status["state"] == "failed" and "no such key" in status["error"] and "Traceback" in status["traceback"]
+    assert status["state"] == "failed" and "no run manifest" in status["error"] and "Traceback" in status["traceback"]

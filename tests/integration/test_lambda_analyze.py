@@ -1,6 +1,5 @@
 """lambdas/analyze/handler.py on moto S3 with a real event JSON fixture."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from mycelium.capture_stage import run_capture
 from mycelium.config import CaptureConfig, IngestConfig
 from mycelium.store import open_store
 
-from ..conftest import ROOT, SAMPLE
+from ..conftest import SAMPLE, load_handler
 
 EVENT = Path(__file__).resolve().parents[1] / "fixtures" / "events" / "analyze.json"
 
@@ -28,15 +27,7 @@ def s3_run(monkeypatch, tiny_teacher):
         store = open_store("s3://mycelium-test/runs")
         run_capture(SAMPLE, "lambda-run", store, CaptureConfig(n_computing_heads=2, calibration_problems=1, progress=False),
                     IngestConfig(limit=2), teacher=tiny_teacher)
-        yield store, _handler("analyze")
-
-
-def _handler(stage: str):
-    """Import lambdas/<stage>/handler.py fresh (its module-level client is created inside the mock)."""
-    spec = importlib.util.spec_from_file_location(f"handler_{stage}", ROOT / "lambdas" / stage / "handler.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+        yield store, load_handler("analyze")
 
 
 def test_handler_analyzes_one_chunk_into_s3(s3_run):
@@ -66,8 +57,8 @@ def test_map_then_reduce_handlers_build_the_taxonomy(s3_run):
     for key in [k for k in store.list("lambda-run/chunks/") if k.endswith(".npz")]:
         analyze.handler({"run": "lambda-run", "chunk_key": "runs/" + key}, None)
     fixtures = EVENT.parent
-    agg = _handler("aggregate").handler(json.loads((fixtures / "aggregate.json").read_text()), None)
+    agg = load_handler("aggregate").handler(json.loads((fixtures / "aggregate.json").read_text()), None)
     assert agg["steps"] >= 1 and store.exists("lambda-run/ib/steps.npz")
-    out = _handler("discover").handler(json.loads((fixtures / "discover.json").read_text()), None)
+    out = load_handler("discover").handler(json.loads((fixtures / "discover.json").read_text()), None)
     assert out["templates"] >= 1 and store.exists(out["taxonomy_key"])
     assert store.get_json("lambda-run/ib/taxonomy.json")["n_templates"] == out["templates"]
