@@ -8,6 +8,8 @@ Context: ``mycelium:bucket`` (the runs bucket's globally unique name), ``myceliu
 
 import stacks  # noqa: F401, I001 - first: silences the Node end-of-life banner before jsii starts
 
+import os
+
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 from stacks.gpu_workers import GpuWorkersStack
@@ -23,13 +25,15 @@ FLAGS = {"@aws-cdk/aws-stepfunctions:useDistributedMapResultWriterV2": True}
 def build(app: cdk.App) -> dict[str, cdk.Stack]:
     for flag, value in FLAGS.items():
         app.node.set_context(flag, value)
-    env = cdk.Environment(account=app.node.try_get_context("account"), region=app.node.try_get_context("mycelium:region"))
+    ctx = app.node.try_get_context
+    # The CDK CLI sets CDK_DEFAULT_ACCOUNT/REGION from the credentials it deploys with.
+    env = cdk.Environment(account=ctx("account") or os.environ.get("CDK_DEFAULT_ACCOUNT"),
+                          region=ctx("mycelium:region") or os.environ.get("CDK_DEFAULT_REGION"))
     bucket_name = app.node.try_get_context("mycelium:bucket") or "mycelium-runs"
     storage = StorageStack(app, "MyceliumStorage", bucket_name=bucket_name, env=env)
     name_prefix = app.node.try_get_context("mycelium:name") or "mycelium"
     processing = ProcessingStack(app, "MyceliumProcessing", bucket_name=bucket_name, env=env, name_prefix=name_prefix)
     processing.add_stack_dependency(storage)
-    ctx = app.node.try_get_context
     gpu = GpuWorkersStack(app, "MyceliumGpuWorkers", bucket_name=bucket_name, env=env,
                           max_vcpus=int(ctx("mycelium:max_vcpus") or 64),
                           spot=str(ctx("mycelium:spot") or "false").lower() == "true",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from .errors import MyceliumError
@@ -31,6 +32,7 @@ def deploy_command(bucket: str, region: str | None = None, name: str = "mycelium
     argv = [cdk, "synth" if synth_only else "deploy", "--all"]
     if not synth_only:
         argv += ["--require-approval", "never"]
+    argv += ["--app", f"{sys.executable} app.py"]  # this interpreter has aws-cdk-lib; cdk.json's python3 may not
     context = {"mycelium:bucket": bucket, "mycelium:name": name, "mycelium:region": region,
                "mycelium:spot": "true" if spot else None, "mycelium:max_vcpus": max_vcpus, "mycelium:vllm": vllm}
     for k, v in context.items():

@@ -108,6 +108,16 @@ def test_cdk_nag_aws_solutions_has_no_unresolved_findings(tmp_path):
         assert failures == [], failures[:3]
 
 
+def test_cdk_nag_is_clean_for_a_concrete_account_too(tmp_path, monkeypatch):
+    """`cdk deploy` resolves account and region: the acknowledgments must still match their findings."""
+    monkeypatch.setenv("CDK_DEFAULT_ACCOUNT", "123456789012")
+    monkeypatch.setenv("CDK_DEFAULT_REGION", "eu-west-1")
+    app = aws_cdk.App(outdir=str(tmp_path), context={"mycelium:bucket": "team-runs"})
+    built = build(app)
+    app.synth()  # raises on an unresolved finding
+    assert built["orchestration"].region == "eu-west-1" and built["orchestration"].account == "123456789012"
+
+
 def test_cdk_nag_would_catch_a_wildcard_policy(tmp_path):
     """The check can fail: a role with s3:* on * is a finding that stops the synth."""
     from aws_cdk import aws_iam as iam

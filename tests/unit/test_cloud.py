@@ -17,6 +17,7 @@ def test_deploy_passes_the_context_the_stacks_read():
     ctx = [argv[i + 1] for i, a in enumerate(argv) if a == "--context"]
     assert ctx == ["mycelium:bucket=my-bucket", "mycelium:name=mycelium", "mycelium:region=eu-west-1",
                    "mycelium:spot=true", "mycelium:max_vcpus=32"]
+    assert argv[argv.index("--app") + 1].endswith(" app.py")
     assert deploy_command("b", synth_only=True, cdk="cdk")[1] == "synth"
 
 
