@@ -1,4 +1,4 @@
-"""One CDK stack per file: storage, processing (gpu_workers and orchestration land next).
+"""One CDK stack per file: storage, processing, gpu_workers, orchestration.
 
 Resources pass between stacks as typed constructor arguments.
 """
