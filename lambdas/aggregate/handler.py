@@ -8,10 +8,9 @@ from __future__ import annotations
 import logging
 import os
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from mycelium import env
 from mycelium.aggregate import aggregate_run
+from mycelium.events import RunEvent
 from mycelium.runs import RunKeys
 from mycelium.store import open_store
 
@@ -19,11 +18,6 @@ log = logging.getLogger()
 log.setLevel(logging.INFO)
 
 STORE = open_store(os.environ.get(env.STORE_URL))
-
-
-class RunEvent(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    run: str = Field(min_length=1)
 
 
 def handler(event: dict, context=None) -> dict:

@@ -14,12 +14,13 @@ import functools
 import logging
 import os
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mycelium import env
 from mycelium.analyze import analyze_one, is_done
 from mycelium.config import AnalyzeConfig
-from mycelium.manifest import MANIFEST, load_manifest
+from mycelium.events import RunEvent
+from mycelium.manifest import submitted
 from mycelium.runs import RunKeys, record_failure
 from mycelium.store import open_store
 
@@ -33,14 +34,11 @@ CONFIG = AnalyzeConfig.model_validate_json(os.environ.get("MYCELIUM_ANALYZE_CONF
 @functools.lru_cache(maxsize=16)
 def config_of(run: str) -> AnalyzeConfig:
     """A submitted run's analyze config (from its manifest, read once per warm container), else the default."""
-    keys = RunKeys(run)
-    return load_manifest(STORE, keys).analyze if STORE.exists(keys(MANIFEST)) else CONFIG
+    manifest = submitted(STORE, RunKeys(run))
+    return manifest.analyze if manifest else CONFIG
 
 
-class AnalyzeEvent(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    run: str = Field(min_length=1)
+class AnalyzeEvent(RunEvent):
     chunk_key: str = Field(pattern=r"chunks/p[0-9a-f]{12}\.npz$")
 
     @property

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import os
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mycelium import env
 from mycelium.config import DiscoverConfig
 from mycelium.discover import discover
-from mycelium.manifest import MANIFEST, load_manifest
+from mycelium.events import RunEvent
+from mycelium.manifest import submitted
 from mycelium.runs import RunKeys
 from mycelium.store import open_store
 
@@ -25,9 +26,7 @@ log.setLevel(logging.INFO)
 STORE = open_store(os.environ.get(env.STORE_URL))
 
 
-class DiscoverEvent(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    run: str = Field(min_length=1)
+class DiscoverEvent(RunEvent):
     gain: float | None = Field(None, gt=0)
     min_size: int | None = Field(None, ge=1)
     elbow: bool = False
@@ -35,8 +34,8 @@ class DiscoverEvent(BaseModel):
 
 def handler(event: dict, context=None) -> dict:
     ev = DiscoverEvent.model_validate(event)
-    keys = RunKeys(ev.run)
-    base = load_manifest(STORE, keys).discover if STORE.exists(keys(MANIFEST)) else DiscoverConfig()
+    manifest = submitted(STORE, RunKeys(ev.run))
+    base = manifest.discover if manifest else DiscoverConfig()
     fields = {k: v for k, v in {"gain": ev.gain, "min_size": ev.min_size}.items() if v is not None}
     taxonomy = discover(STORE, ev.run, base.model_copy(update={"progress": False, **fields}), elbow=ev.elbow)
     out = {"run": ev.run, "templates": taxonomy["n_templates"], "families": taxonomy["n_families"],

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mycelium import env
+from mycelium.events import RunEvent
 from mycelium.runs import RunKeys, record_run_status
 from mycelium.store import open_store
 
@@ -29,9 +30,7 @@ class StateError(BaseModel):
     cause: str = Field("", alias="Cause", max_length=32768)
 
 
-class FinishEvent(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    run: str = Field(min_length=1)
+class FinishEvent(RunEvent):
     state: Literal["succeeded", "failed"]
     error: StateError | None = None
     outputs: dict = {}

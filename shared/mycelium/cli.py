@@ -23,21 +23,39 @@ from . import env
 from .errors import MyceliumError
 
 
-def _capture(args) -> int:
-    from .capture_stage import run_capture
-    from .config import CaptureConfig, IngestConfig
-    from .runs import format_summary
-    from .store import open_store
+def _capture_config(args, **runtime):
+    """The CaptureConfig of the options ``_capture_options`` adds (``capture`` and ``submit``)."""
+    from .config import CaptureConfig
 
     heads = None
     if args.computing_heads:
         heads = tuple(tuple(int(x) for x in pair.split(":")) for pair in args.computing_heads.split(","))
-    cfg = CaptureConfig(teacher=args.teacher, cot=args.cot, max_new_tokens=args.max_new_tokens,
-                        n_computing_heads=args.n_computing_heads, computing_heads=heads,
-                        hidden_layer=args.hidden_layer, device=args.device, progress=not args.no_progress)
-    ingest_cfg = IngestConfig(limit=args.limit, dataset_format=args.format)
+    return CaptureConfig(teacher=args.teacher, cot=args.cot, max_new_tokens=args.max_new_tokens,
+                         n_computing_heads=args.n_computing_heads, computing_heads=heads,
+                         hidden_layer=args.hidden_layer, **runtime)
+
+
+def _ingest_config(args, **extra):
+    from .config import IngestConfig
+
+    return IngestConfig(limit=args.limit, dataset_format=args.format, **extra)
+
+
+def _discover_config(args, progress: bool):
+    from .config import DiscoverConfig
+
+    fields = {k: v for k, v in {"min_size": args.min_size, "gain": args.gain}.items() if v is not None}
+    return DiscoverConfig(progress=progress, **fields)
+
+
+def _capture(args) -> int:
+    from .capture_stage import run_capture
+    from .runs import format_summary
+    from .store import open_store
+
+    cfg = _capture_config(args, device=args.device, progress=not args.no_progress)
     store = open_store(args.store)
-    result = run_capture(args.data, args.run, store, cfg, ingest_cfg)
+    result = run_capture(args.data, args.run, store, cfg, _ingest_config(args))
     print(format_summary(result.summary))
     print(f"computing heads: {result.calibration.computing_heads}")
     print(f"outputs: {store.url}/{args.run}/")
@@ -94,12 +112,10 @@ def _aggregate(args) -> int:
 
 
 def _discover(args) -> int:
-    from .config import DiscoverConfig
     from .discover import discover, format_tree
     from .store import open_store
 
-    fields = {k: v for k, v in {"min_size": args.min_size, "gain": args.gain}.items() if v is not None}
-    cfg = DiscoverConfig(progress=not args.no_progress, **fields)
+    cfg = _discover_config(args, progress=not args.no_progress)
     store = open_store(args.store)
     taxonomy = discover(store, args.run, cfg, elbow=args.elbow)
     print(format_tree(taxonomy))
@@ -127,20 +143,15 @@ def _deploy(args) -> int:
 
 
 def _submit(args) -> int:
-    from .config import CaptureConfig, DiscoverConfig, IngestConfig
     from .manifest import MapConfig, manifest_key, submit
     from .runs import RunKeys
     from .store import open_store
 
     store = open_store(args.store or f"s3://{args.bucket}/runs")
     keys = RunKeys(args.run)
-    discover = {k: v for k, v in {"gain": args.gain, "min_size": args.min_size}.items() if v is not None}
     manifest = submit(
-        store, keys, args.data,
-        ingest=IngestConfig(limit=args.limit, dataset_format=args.format, shard_size=args.shard_size),
-        capture=CaptureConfig(teacher=args.teacher, cot=args.cot, max_new_tokens=args.max_new_tokens,
-                              n_computing_heads=args.n_computing_heads, progress=False),
-        discover=DiscoverConfig(progress=False, **discover),
+        store, keys, args.data, ingest=_ingest_config(args, shard_size=args.shard_size),
+        capture=_capture_config(args, progress=False), discover=_discover_config(args, progress=False),
         map=MapConfig(max_concurrency=args.max_concurrency, tolerated_failure_percentage=args.tolerated_failure),
     )
     print(f"uploaded {store.url}/{keys(manifest.data)} (sha256 {manifest.data_sha256[:12]}) "
@@ -163,22 +174,33 @@ def _status(args) -> int:
     return 1 if ex and ex["status"] in ("FAILED", "TIMED_OUT", "ABORTED") else 0
 
 
+def _capture_options(p: argparse.ArgumentParser) -> None:
+    """The dataset and teacher options of ``capture`` (local) and ``submit`` (AWS)."""
+    p.add_argument("--data", required=True, help="JSONL file: GSM8K, MATH or {question, answer}")
+    p.add_argument("--format", default="auto", choices=["auto", "gsm8k", "math", "plain"])
+    p.add_argument("--limit", type=int, default=None, help="capture the first N good problems")
+    p.add_argument("--cot", default="reference", choices=["reference", "generate"],
+                   help="reference: the dataset's solution text; generate: greedy CoT from the teacher")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="token budget for generated CoT")
+    p.add_argument("--teacher", default="embedded", help="'embedded' (SmolLM2-135M-Instruct) or a local HF model "
+                                                          "dir (on AWS: a dir inside the capture image)")
+    p.add_argument("--n-computing-heads", type=int, default=8)
+    p.add_argument("--computing-heads", default=None, help="explicit heads 'layer:head,...' (skips calibration)")
+    p.add_argument("--hidden-layer", type=int, default=None)
+
+
+def _discover_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gain", type=float, default=None, help="operating point: keep splits with at least this gain (0.15)")
+    p.add_argument("--min-size", type=int, default=None, help="surface tension: smaller templates rejoin their parent (50)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mycelium", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
     cap = sub.add_parser("capture", help="ingest a dataset and capture the teacher's attention, one chunk per problem")
-    cap.add_argument("--data", required=True, help="JSONL file: GSM8K, MATH or {question, answer}")
-    cap.add_argument("--format", default="auto", choices=["auto", "gsm8k", "math", "plain"])
-    cap.add_argument("--limit", type=int, default=None, help="capture the first N good problems")
-    cap.add_argument("--cot", default="reference", choices=["reference", "generate"],
-                     help="reference: the dataset's solution text; generate: greedy CoT from the teacher")
-    cap.add_argument("--max-new-tokens", type=int, default=512, help="token budget for generated CoT")
-    cap.add_argument("--teacher", default="embedded", help="'embedded' (SmolLM2-135M-Instruct) or a local HF model dir")
-    cap.add_argument("--n-computing-heads", type=int, default=8)
-    cap.add_argument("--computing-heads", default=None, help="explicit heads 'layer:head,...' (skips calibration)")
-    cap.add_argument("--hidden-layer", type=int, default=None)
+    _capture_options(cap)
     cap.add_argument("--device", default="auto")
     cap.add_argument("--store", default=None, help=f"runs/ (default, or ${env.STORE_URL}), file://DIR or s3://bucket/prefix")
     cap.add_argument("--run", default="default", help="run name; outputs under <store>/<run>/")
@@ -215,9 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     dis = sub.add_parser("discover", help="operation templates by the Information Bottleneck (ib/taxonomy.json)")
     dis.add_argument("--run", required=True)
     dis.add_argument("--store", default=None)
-    dis.add_argument("--gain", type=float, default=None, help="operating point: keep splits with at least this gain (0.15)")
+    _discover_options(dis)
     dis.add_argument("--elbow", action="store_true", help="operating point at the elbow of the gain curve instead")
-    dis.add_argument("--min-size", type=int, default=None, help="surface tension: smaller templates rejoin their parent (50)")
     dis.add_argument("--no-progress", action="store_true")
     dis.set_defaults(func=_discover)
 
@@ -232,19 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     dep.set_defaults(func=_deploy)
 
     sbm = sub.add_parser("submit", help="upload a dataset and its run manifest: on AWS the upload starts the run")
-    sbm.add_argument("--data", required=True)
     sbm.add_argument("--run", required=True)
     sbm.add_argument("--bucket", required=True)
     sbm.add_argument("--store", default=None, help="instead of s3://BUCKET/runs (e.g. a local directory)")
-    sbm.add_argument("--format", default="auto", choices=["auto", "gsm8k", "math", "plain"])
-    sbm.add_argument("--limit", type=int, default=None)
+    _capture_options(sbm)
     sbm.add_argument("--shard-size", type=int, default=1000, help="problems per capture array element")
-    sbm.add_argument("--cot", default="reference", choices=["reference", "generate"])
-    sbm.add_argument("--max-new-tokens", type=int, default=512)
-    sbm.add_argument("--teacher", default="embedded", help="'embedded' or a model directory inside the worker image")
-    sbm.add_argument("--n-computing-heads", type=int, default=8)
-    sbm.add_argument("--gain", type=float, default=None)
-    sbm.add_argument("--min-size", type=int, default=None)
+    _discover_options(sbm)
     sbm.add_argument("--max-concurrency", type=int, default=200, help="chunks analysed at once")
     sbm.add_argument("--tolerated-failure", type=float, default=5.0, help="percent of chunks that may fail")
     sbm.set_defaults(func=_submit)

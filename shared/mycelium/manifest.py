@@ -73,6 +73,11 @@ def load_manifest(store: Store, keys: RunKeys) -> RunManifest:
         raise MyceliumError(f"{store.url}/{key}: bad run manifest: {e}") from e
 
 
+def submitted(store: Store, keys: RunKeys) -> RunManifest | None:
+    """The run's manifest when it was submitted (a cloud run), else None (a local run: stage defaults)."""
+    return load_manifest(store, keys) if store.exists(manifest_key(keys)) else None
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
