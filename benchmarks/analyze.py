@@ -29,12 +29,12 @@ def main() -> int:
     from mycelium.analyze import analyze
     from mycelium.analyze_stage import captured_ids, run_analyze
     from mycelium.artifacts import Trace
-    from mycelium.capture_stage import run_capture
-    from mycelium.chunk import decode_chunk
-    from mycelium.config import AnalyzeConfig, CaptureConfig, IngestConfig
-    from mycelium.expressions import find_expressions, label_expressions
-    from mycelium.runs import RunKeys
-    from mycelium.store import LocalStore, open_store
+    from mycelium.stages.capture import run_capture
+    from mycelium.records.chunk import decode_chunk
+    from mycelium.core.config import AnalyzeConfig, CaptureConfig, IngestConfig
+    from mycelium.mathlang.expressions import find_expressions, label_expressions
+    from mycelium.core.keys import RunKeys
+    from mycelium.core.store import LocalStore, open_store
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--store", default=None)

@@ -18,14 +18,14 @@ import numpy as np
 
 
 def main() -> int:
-    from mycelium.analyze import find_boundaries, reference_boundaries, word_starts
+    from mycelium.analysis.boundaries import boundary_match, find_boundaries, prf, reference_boundaries, word_starts
     from mycelium.analyze_stage import captured_ids
     from mycelium.artifacts import Trace
-    from mycelium.chunk import decode_chunk
-    from mycelium.config import AnalyzeConfig
-    from mycelium.expressions import find_expressions
-    from mycelium.runs import RunKeys
-    from mycelium.store import open_store
+    from mycelium.records.chunk import decode_chunk
+    from mycelium.core.config import AnalyzeConfig
+    from mycelium.mathlang.expressions import find_expressions
+    from mycelium.core.keys import RunKeys
+    from mycelium.core.store import open_store
     from mycelium.timeseries import boundary_match, prf
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -28,10 +28,10 @@ SAMPLE = ROOT / "shared" / "mycelium" / "data" / "sample_problems.jsonl"
 
 
 def child(data: str, n: int, cot: str) -> dict:
-    from mycelium.capture_stage import run_capture
-    from mycelium.config import CaptureConfig, IngestConfig
-    from mycelium.store import LocalStore
-    from mycelium.teacher import load_teacher
+    from mycelium.stages.capture import run_capture
+    from mycelium.core.config import CaptureConfig, IngestConfig
+    from mycelium.core.store import LocalStore
+    from mycelium.teacher.model import load_teacher
 
     teacher = load_teacher("embedded")
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -63,8 +63,8 @@ def main() -> int:
         print(json.dumps(child(args.data, args.child, args.cot)))
         return 0
 
-    from mycelium.chunk import bytes_per_problem
-    from mycelium.teacher import load_teacher
+    from mycelium.records.chunk import bytes_per_problem
+    from mycelium.teacher.model import load_teacher
 
     load_teacher("embedded")  # warm the converted-weights cache so no child pays the GGUF conversion
     print(f"data: {args.data}  cot: {args.cot}  teacher: embedded SmolLM2-135M-Instruct")

@@ -42,9 +42,9 @@ BUCKET = "mycelium-cost"
 def _local_run(args) -> tuple[str, str]:
     if args.run:
         return args.store, args.run
-    from mycelium.capture_stage import run_capture
-    from mycelium.config import CaptureConfig, IngestConfig
-    from mycelium.store import LocalStore
+    from mycelium.stages.capture import run_capture
+    from mycelium.core.config import CaptureConfig, IngestConfig
+    from mycelium.core.store import LocalStore
 
     gsm8k = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
     data = gsm8k if gsm8k.is_file() else ROOT / "shared" / "mycelium" / "data" / "sample_problems.jsonl"
@@ -66,7 +66,7 @@ def main() -> int:
     import boto3
     from moto import mock_aws
 
-    from mycelium.store import open_store
+    from mycelium.core.store import open_store
     from stacks.processing import STAGES
     from tests.conftest import load_handler
 

@@ -38,9 +38,9 @@ def synthetic(n: int, d: int = 896, k: int = 30, vocab: int = 12, noise: float =
 
 
 def child(n: int) -> dict:
-    from mycelium.config import DiscoverConfig
-    from mycelium.discover import cut, surface_tension
-    from mycelium.ib import anneal, smooth_labels
+    from mycelium.core.config import DiscoverConfig
+    from mycelium.templates.taxonomy import cut, surface_tension
+    from mycelium.templates.ib import anneal, smooth_labels
 
     X, Y, _ = synthetic(n)
     cfg = DiscoverConfig()

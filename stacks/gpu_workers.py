@@ -28,8 +28,11 @@ from .storage import RUNS_PREFIX
 INSTANCE_TYPES = ("g5.xlarge", "g5.2xlarge", "g5.4xlarge")
 
 #: What a capture worker reads and writes under runs/<run>/.
-CAPTURE_READS = ("manifest.json", "problems/*", "capture/*", "chunks/*", "failures/capture/*")
-CAPTURE_WRITES = ("capture/*", "chunks/*", "traces/*", "failures/capture/*", "status/capture/*")
+CAPTURE_READS = ("stages/*", "commits/ingest/*", "problems/*", "capture/*", "commits/capture/*")
+CAPTURE_WRITES = ("stages/capture.json", "capture/*", "chunks/*", "traces/*", "commits/capture/*",
+                  "failures/capture/*", "status/capture/*")
+#: A problem that succeeds on retry removes its earlier ledger entry, and nothing else.
+CAPTURE_DELETES = ("failures/capture/*",)
 
 
 class GpuWorkersStack(Stack):
@@ -61,11 +64,8 @@ class GpuWorkersStack(Stack):
         self.job_role = iam.Role(self, "CaptureJobRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
                                  description="mycelium capture worker: reads problems and the run config, "
                                              "writes chunks, traces, failures and status")
-        grant_run_prefixes(self.job_role, bucket, CAPTURE_READS, CAPTURE_WRITES)
-        # A problem that succeeds on retry removes its earlier failure record, and nothing else.
-        self.job_role.add_to_policy(iam.PolicyStatement(
-            actions=["s3:DeleteObject"], resources=[bucket.arn_for_objects(f"{RUNS_PREFIX}/*/failures/capture/*")]))
-        acknowledge_run_scoped(self.job_role, bucket, CAPTURE_READS + CAPTURE_WRITES)
+        grant_run_prefixes(self.job_role, bucket, CAPTURE_READS, CAPTURE_WRITES, deletes=CAPTURE_DELETES)
+        acknowledge_run_scoped(self.job_role, bucket, CAPTURE_READS + CAPTURE_WRITES + CAPTURE_DELETES)
         log_group = logs.LogGroup(self, "CaptureLogs", retention=logs.RetentionDays.ONE_MONTH)
         image = ecs.ContainerImage.from_asset(
             str(ROOT), file="gpu_workers/capture/Dockerfile", exclude=EXCLUDE,

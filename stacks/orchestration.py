@@ -2,8 +2,8 @@
 
     ParseRun -> Ingest (Lambda) -> Prepare (Batch .sync: pin config, calibrate)
       -> Capture (Batch .sync array job, one element per shard; a plain job for one shard)
-      -> Analyze (Distributed Map over runs/<run>/chunks/, S3 ListObjectsV2 item reader,
-                  one child execution per object, max concurrency, tolerated failure %, results to runs/_map-results/)
+      -> Analyze (Distributed Map over runs/<run>/commits/capture/: one item per committed chunk, S3
+                  ListObjectsV2 item reader, max concurrency, tolerated failure %, results to runs/_map-results/)
       -> Aggregate (Lambda) -> Discover (Lambda) -> Finish (Lambda: status/run.json) -> Succeed
 
 Every task catches ``States.ALL`` into the failure path, which records the error and
@@ -54,17 +54,21 @@ class ScopedResultWriter(sfn.ResultWriterV2):
                                              "s3:AbortMultipartUpload"], resources=[self._objects])]
 
 
-class RunChunksReader(sfn.S3ObjectsItemReader):
-    """Lists ``runs/<run>/chunks/``; the grant is ListBucket under ``runs/*/chunks/`` only."""
+#: A map stage's items are its upstream stage's commit markers: only committed outputs are ever items.
+COMMITTED_CHUNKS = "commits/capture/"
+
+
+class CommittedItemsReader(sfn.S3ObjectsItemReader):
+    """Lists ``runs/<run>/commits/capture/`` (one object per committed chunk); ListBucket under that prefix only."""
 
     def __init__(self, bucket: s3.IBucket):
-        super().__init__(bucket=bucket, prefix=sfn.JsonPath.format(f"{RUNS_PREFIX}/{{}}/chunks/",
+        super().__init__(bucket=bucket, prefix=sfn.JsonPath.format(f"{RUNS_PREFIX}/{{}}/{COMMITTED_CHUNKS}",
                                                                      sfn.JsonPath.string_at("$.run")))
         self._bucket_arn = bucket.bucket_arn
 
     def provide_policy_statements(self) -> list[iam.PolicyStatement]:
         return [iam.PolicyStatement(actions=["s3:ListBucket"], resources=[self._bucket_arn],
-                                    conditions={"StringLike": {"s3:prefix": [f"{RUNS_PREFIX}/*/chunks/*"]}})]
+                                    conditions={"StringLike": {"s3:prefix": [f"{RUNS_PREFIX}/*/{COMMITTED_CHUNKS}*"]}})]
 
 
 def manifest_pattern(bucket_name: str) -> events.EventPattern:
@@ -155,8 +159,8 @@ class OrchestrationStack(Stack):
     def _analyze_map(self) -> sfn.DistributedMap:
         item = sfn.DistributedMap(
             self, "Analyze",
-            item_reader=RunChunksReader(self.bucket),
-            item_selector={"run.$": "$.run", "chunk_key.$": "$$.Map.Item.Value.Key"},
+            item_reader=CommittedItemsReader(self.bucket),
+            item_selector={"run.$": "$.run", "item_key.$": "$$.Map.Item.Value.Key"},
             # Per run, from its manifest (mycelium.manifest.MapConfig), as the ingest step returns it.
             max_concurrency_path="$.ingest.map.max_concurrency",
             tolerated_failure_percentage_path="$.ingest.map.tolerated_failure_percentage",
@@ -167,13 +171,8 @@ class OrchestrationStack(Stack):
             result_selector={"map_run_arn.$": "$.MapRunArn", "results.$": "$.ResultWriterDetails"},
             result_path="$.analyze",
         )
-        # The chunks prefix holds each problem's .npz and its manifest (.json): only the .npz is an item of work.
-        analyze = self._invoke("AnalyzeChunk", "analyze", {"run.$": "$.run", "chunk_key.$": "$.chunk_key"},
-                               result_path="$.analyzed")
-        is_chunk = sfn.Choice(self, "IsChunk?")
-        is_chunk.when(sfn.Condition.string_matches("$.chunk_key", "*.npz"), analyze)
-        is_chunk.otherwise(sfn.Succeed(self, "NotAChunk"))
-        item.item_processor(is_chunk)
+        item.item_processor(self._invoke("AnalyzeChunk", "analyze", {"run.$": "$.run", "item_key.$": "$.item_key"},
+                                         result_path="$.analyzed"))
         return item
 
     def _trigger(self, bucket_name: str) -> None:

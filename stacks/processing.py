@@ -33,27 +33,46 @@ class StageSpec:
     timeout_min: int
     reads: tuple[str, ...]
     writes: tuple[str, ...]
+    #: Deletes: the stage's own ledger entries when an item succeeds, and what a stage replaces.
+    deletes: tuple[str, ...] = ()
 
+
+#: Every stage reads the stage records (config + lineage) and the ingest commit (the run's problems).
+_RUN = ("stages/*", "commits/ingest/*", "problems/*")
 
 STAGES: dict[str, StageSpec] = {
-    "ingest": StageSpec(3008, 15, reads=("manifest.json", "input/*", "summary.json"),
-                        writes=("problems/*", "failures/ingest/*", "summary.json")),
-    "analyze": StageSpec(2048, 5, reads=("manifest.json", "chunks/*", "traces/*", "signals/*"),
-                         writes=("signals/*", "steps/*", "failures/analyze/*")),
-    "aggregate": StageSpec(4096, 15, reads=("steps/*", "summary.json"), writes=("ib/*", "summary.json")),
-    "discover": StageSpec(10240, 15, reads=("ib/*", "summary.json", "manifest.json"), writes=("ib/*", "summary.json")),
-    "finish": StageSpec(512, 1, reads=(), writes=("status/run.json",)),
+    # Starts a cloud run: writes every stage's record from the manifest, then ingests (re-sharding deletes leftovers).
+    "ingest": StageSpec(3008, 15, reads=("manifest.json", "input/*", "summary.json", "stages/*", "commits/ingest/*"),
+                        writes=("problems/*", "stages/*", "commits/ingest/*", "failures/ingest/*", "summary.json"),
+                        deletes=("problems/*", "failures/ingest/*")),
+    "analyze": StageSpec(2048, 5, reads=(*_RUN, "commits/capture/*", "commits/analyze/*", "chunks/*", "traces/*"),
+                         writes=("signals/*", "steps/*", "commits/analyze/*", "failures/analyze/*"),
+                         deletes=("failures/analyze/*",)),
+    "aggregate": StageSpec(4096, 15, reads=(*_RUN, "commits/analyze/*", "steps/*", "summary.json"),
+                           writes=("ib/*", "stages/aggregate.json", "commits/aggregate/*", "failures/aggregate/*",
+                                   "summary.json"),
+                           deletes=("failures/aggregate/*",)),
+    "discover": StageSpec(10240, 15, reads=(*_RUN, "commits/aggregate/*", "ib/*", "summary.json"),
+                          writes=("ib/*", "stages/discover.json", "commits/discover/*", "failures/discover/*",
+                                  "summary.json"),
+                          deletes=("failures/discover/*",)),
+    # Records how the run ended, and the map stages' lines of the summary tallied from commits and ledger.
+    "finish": StageSpec(512, 5, reads=(*_RUN, "commits/capture/*", "commits/analyze/*", "summary.json"),
+                        writes=("status/run.json", "summary.json")),
 }
 
 
 def grant_run_prefixes(role: iam.IRole, bucket: s3.IBucket, reads: tuple[str, ...], writes: tuple[str, ...],
-                       lists: bool = True) -> None:
-    """GetObject on ``runs/*/<read>``, PutObject on ``runs/*/<write>``, ListBucket under ``runs/`` only."""
+                       lists: bool = True, deletes: tuple[str, ...] = ()) -> None:
+    """GetObject on ``runs/*/<read>``, PutObject on ``runs/*/<write>``, DeleteObject on ``runs/*/<delete>``,
+    ListBucket under ``runs/`` only."""
     objects = lambda pats: [bucket.arn_for_objects(f"{RUNS_PREFIX}/*/{p}") for p in pats]  # noqa: E731
     if reads:
         role.add_to_principal_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=objects(reads)))
     if writes:
         role.add_to_principal_policy(iam.PolicyStatement(actions=["s3:PutObject"], resources=objects(writes)))
+    if deletes:
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["s3:DeleteObject"], resources=objects(deletes)))
     if lists:
         # HEAD of a missing key answers 403 without ListBucket; list only under the runs prefix.
         role.add_to_principal_policy(iam.PolicyStatement(
@@ -99,6 +118,6 @@ class ProcessingStack(Stack):
             description=f"mycelium {stage} stage", function_name=self.function_names[stage],
         )
         log_group.grant_write(role)
-        grant_run_prefixes(role, bucket, spec.reads, spec.writes, lists=bool(spec.reads))
-        acknowledge_run_scoped(role, bucket, spec.reads + spec.writes)
+        grant_run_prefixes(role, bucket, spec.reads, spec.writes, lists=bool(spec.reads), deletes=spec.deletes)
+        acknowledge_run_scoped(role, bucket, spec.reads + spec.writes + spec.deletes)
         return fn

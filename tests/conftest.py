@@ -82,7 +82,7 @@ def make_tiny_model(tokenizer, attn: str = "eager", layers: int = 3, heads: int 
 
 @pytest.fixture(scope="session")
 def tiny_teacher(tiny_tokenizer):
-    from mycelium.teacher import from_model
+    from mycelium.teacher.model import from_model
 
     return from_model(make_tiny_model(tiny_tokenizer), tiny_tokenizer, "tiny-llama-test")
 
@@ -115,8 +115,25 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 @pytest.fixture
 def embedded_teacher():
-    from mycelium.teacher import load_teacher
+    from mycelium.teacher.model import load_teacher
 
     if os.environ.get("MYCELIUM_SKIP_E2E"):
         pytest.skip("MYCELIUM_SKIP_E2E set")
     return load_teacher("embedded", device="cpu")
+
+
+def analyze_run(store, run: str, cfg=None, workers: int = 1):
+    """Run the analyze stage locally as `mycelium analyze` does; its StageSummary back."""
+    from mycelium.core.config import AnalyzeConfig
+    from mycelium.stages.analyze import AnalyzeStage
+    from mycelium.stages.runner import run_stage
+
+    cfg = cfg or AnalyzeConfig(progress=False)
+    return run_stage(AnalyzeStage(store, run, cfg), workers=cfg.workers or workers, progress=False)
+
+
+def reduce_run(stage_cls, store, run: str, cfg=None):
+    """Run a reduce stage (aggregate, discover) locally; its StageSummary back."""
+    from mycelium.stages.runner import run_stage
+
+    return run_stage(stage_cls(store, run, cfg or stage_cls.config_type()), progress=False)

@@ -3,8 +3,8 @@
     python -m gpu_workers.capture.entry_point --store s3://bucket/runs --run NAME --prepare
     python -m gpu_workers.capture.entry_point --store s3://bucket/runs --run NAME [--shard KEY]
 
-``--prepare`` (or ``MYCELIUM_CAPTURE_MODE=prepare``) runs once per run, before the array job: it pins the run's capture
-config (from the run manifest) and finds the computing heads. Without
+``--prepare`` (or ``MYCELIUM_CAPTURE_MODE=prepare``) runs once per run, before the array job: it checks the
+run's capture config (recorded from the manifest when the run started) and finds the computing heads. Without
 ``--shard`` the worker captures shard ``$AWS_BATCH_JOB_ARRAY_INDEX`` (0 when the
 job is not an array job), so one job definition serves every element.
 
@@ -23,51 +23,39 @@ import time
 import traceback
 
 
-def _prepare(store, keys, manifest, teacher) -> dict:
-    from mycelium.capture_stage import prepare_capture
+def _prepare(store, run: str) -> dict:
+    from mycelium.stages.capture import CaptureStage
+    from mycelium.stages.problems import shard_keys
 
-    shard_keys = sorted(k for k in store.list(keys("problems") + "/") if k.endswith(".jsonl"))
-    cal = prepare_capture(store, keys, teacher, manifest.capture, manifest.ingest, manifest.data,
-                          manifest.data_sha256, shard_keys)
-    return {"shards": len(shard_keys), "computing_heads": [list(h) for h in cal.computing_heads]}
+    stage = CaptureStage.current(store, run)
+    cal = stage.prepare()
+    return {"shards": len(shard_keys(store, stage.keys)), "computing_heads": [list(h) for h in cal.computing_heads]}
 
 
-def _capture(store, keys, cfg, shard: str) -> tuple[bool, dict]:
-    from mycelium.artifacts import StageSummary
-    from mycelium.capture import HeadSet
-    from mycelium.capture_stage import capture_problems
-    from mycelium.errors import ConfigError
-    from mycelium.generation import generate_with_vllm, use_vllm
-    from mycelium.ingest import read_shard
-    from mycelium.teacher import load_teacher
+def _capture(store, run: str, shard: str) -> tuple[bool, dict]:
+    from mycelium.stages.capture import CaptureStage
+    from mycelium.stages.runner import run_stage
+    from mycelium.teacher.generation import generate_with_vllm, use_vllm
 
-    # The run's config and computing heads were fixed by --prepare; a shard never recalibrates.
-    pinned = store.get_json(keys("capture", "config.json"))["config_hash"]
-    if cfg.hash() != pinned:
-        raise ConfigError(f"run {keys.run!r}: the manifest's capture config ({cfg.hash()}) is not the one "
-                          f"--prepare pinned ({pinned}); submit a new run instead of editing the manifest")
-    heads = store.get_json(keys("capture", "calibration.json"))["computing_heads"]
-    summary = StageSummary()
-    problems = list(read_shard(store, shard))
-    generated, backend = None, "hf"
-    if use_vllm(cfg):  # the whole shard's CoTs first, then the eager teacher gets the GPU
-        todo = [p for p in problems if not store.exists(keys.manifest(p.id))]
-        generated, backend = generate_with_vllm(cfg, todo), "vllm"
-    teacher = load_teacher(cfg.teacher, cfg.device, cfg.dtype)
-    capture_problems(problems, len(problems), store, keys, teacher, cfg,
-                     HeadSet(teacher.n_layers, tuple(tuple(h) for h in heads)), summary, generated)
-    out = {"summary": summary.model_dump(), "generation": backend if cfg.cot == "generate" else "reference"}
+    # The run's config was pinned when it started and its computing heads by --prepare: a shard never recalibrates.
+    stage = CaptureStage.current(store, run)
+    items = stage.items([shard])
+    backend = "hf"
+    if use_vllm(stage.config):  # the whole shard's CoTs first, then the eager teacher gets the GPU
+        todo = [stage.problem(pid) for pid in items if not stage.is_done(pid)]
+        stage.generated, backend = generate_with_vllm(stage.config, todo), "vllm"
+    # Elements of an array job run at once: each reports its part here, the run's line is tallied at the end.
+    summary = run_stage(stage, items=items, progress=False, save_summary=False)
+    out = {"summary": summary.model_dump(), "generation": backend if stage.config.cot == "generate" else "reference"}
     if summary.all_failed:
-        out["error"] = f"every problem of the shard failed: see {keys('failures', 'capture')}/"
+        out["error"] = f"every problem of the shard failed: see {stage.keys.failures('capture')}"
     return not summary.all_failed, out
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mycelium import env
-    from mycelium.manifest import load_manifest
-    from mycelium.runs import RunKeys
-    from mycelium.store import open_store
-    from mycelium.teacher import load_teacher
+    from mycelium.core import env
+    from mycelium.core.keys import RunKeys
+    from mycelium.core.store import open_store
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--store", required=True)
@@ -87,12 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     status: dict = {"run": args.run, "job": name, "started": time.time(),
                     "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID")}
     try:
-        manifest = load_manifest(store, keys)
-        cfg = manifest.capture
         if args.prepare:
-            ok, out = True, _prepare(store, keys, manifest, load_teacher(cfg.teacher, cfg.device, cfg.dtype))
+            ok, out = True, _prepare(store, args.run)
         else:
-            ok, out = _capture(store, keys, cfg, args.shard)
+            ok, out = _capture(store, args.run, args.shard)
         status.update(state="succeeded" if ok else "failed", **out)
         return 0 if ok else 1
     except BaseException as e:  # noqa: BLE001 - the status object must say why

@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 import os
 
-from mycelium import env
-from mycelium.aggregate import aggregate_run
-from mycelium.events import RunEvent
-from mycelium.runs import RunKeys
-from mycelium.store import open_store
+from mycelium.cloud.events import RunEvent
+from mycelium.core import env
+from mycelium.core.store import open_store
+from mycelium.stages.aggregate import AggregateStage
+from mycelium.stages.runner import run_stage
 
 log = logging.getLogger()
 log.setLevel(logging.INFO)
@@ -22,8 +22,9 @@ STORE = open_store(os.environ.get(env.STORE_URL))
 
 def handler(event: dict, context=None) -> dict:
     ev = RunEvent.model_validate(event)
-    stage, table = aggregate_run(STORE, ev.run)
-    out = {"run": ev.run, "steps": len(table.index), "labels": table.vocab, "dims": int(table.X.shape[1]),
-           "skipped": stage.skipped, "steps_key": RunKeys(ev.run)("ib", "steps.npz")}
+    stage = AggregateStage.current(STORE, ev.run)
+    summary = run_stage(stage, progress=False)
+    out = {"run": ev.run, "steps": summary.n_out, "skipped": summary.skipped, "failed": summary.failed,
+           "steps_key": stage.keys("ib", "steps.npz")}
     log.info({"message": "aggregated", **out})
     return out

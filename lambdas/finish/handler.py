@@ -2,7 +2,8 @@
 
 Event: ``{"run": "gsm8k-train", "state": "succeeded", "outputs": {...}}`` or
 ``{"run": ..., "state": "failed", "error": {"Error": "States.TaskFailed", "Cause": "..."}}``.
-Writes ``status/run.json``.
+Writes ``status/run.json``; on success also the run summary's lines of the map stages (capture, analyze),
+tallied from their commits and ledger: no single process saw all their items.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mycelium import env
-from mycelium.events import RunEvent
-from mycelium.runs import RunKeys, record_run_status
-from mycelium.store import open_store
+from mycelium.cloud.events import RunEvent
+from mycelium.cloud.status import record_run_status
+from mycelium.core import env
+from mycelium.core.keys import RunKeys
+from mycelium.core.store import open_store
+from mycelium.cloud.run import finish_run
 
 log = logging.getLogger()
 log.setLevel(logging.INFO)
@@ -38,7 +41,11 @@ class FinishEvent(RunEvent):
 
 def handler(event: dict, context=None) -> dict:
     ev = FinishEvent.model_validate(event)
+    keys = RunKeys(ev.run)
     err = ev.error or StateError()
-    status = record_run_status(STORE, RunKeys(ev.run), ev.state, err.error or None, err.cause or None, ev.outputs)
+    outputs = dict(ev.outputs)
+    if ev.state == "succeeded":
+        outputs["stages"] = finish_run(STORE, keys)
+    status = record_run_status(STORE, keys, ev.state, err.error or None, err.cause or None, outputs)
     log.info({"message": "run finished", **{k: status[k] for k in ("run", "state", "error")}})
-    return {"run": ev.run, "state": ev.state, "status_key": RunKeys(ev.run)("status", "run.json")}
+    return {"run": ev.run, "state": ev.state, "status_key": keys("status", "run.json")}

@@ -84,11 +84,16 @@ def test_iam_is_least_privilege_per_stage(synthesized):
         resources = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
         assert "s3:*" not in actions and "*" not in actions
         assert "*" not in resources
-        assert not any(a.startswith("s3:Delete") for a in actions)
+        if any(a.startswith("s3:Delete") for a in actions):  # only ledger entries and re-sharded leftovers
+            assert actions == ["s3:DeleteObject"], actions
+            deleted = [json.dumps(r) for r in resources]
+            assert deleted and all("/failures/" in r or "/problems/*" in r for r in deleted), deleted
     text = json.dumps(t.to_json())
     for stage, spec in STAGES.items():
-        for pattern in spec.writes:
+        for pattern in spec.writes + spec.deletes:
             assert f"/runs/*/{pattern}" in text
+        if stage != "finish":  # every stage clears its own ledger entries when an item succeeds (same as locally)
+            assert f"failures/{stage}/*" in spec.deletes, stage
     # analyze may write its outputs but never ib/ or chunks/
     role_policies = {k: v for k, v in t.find_resources("AWS::IAM::Policy").items() if k.startswith("AnalyzeRole")}
     puts = [json.dumps(s["Resource"]) for p in role_policies.values()
@@ -199,14 +204,17 @@ def test_pipeline_order_and_the_distributed_map(asl):
     m = states["Analyze"]
     assert m["Type"] == "Map" and m["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
     assert m["ItemReader"]["Resource"] == "arn:aws:states:::s3:listObjectsV2"
-    assert m["ItemReader"]["Parameters"] == {"Bucket": "mycelium-runs", "Prefix.$": "States.Format('runs/{}/chunks/', $.run)"}
+    # the map's items are the capture commits: a chunk is an item only once it is committed
+    assert m["ItemReader"]["Parameters"] == {"Bucket": "mycelium-runs",
+                                             "Prefix.$": "States.Format('runs/{}/commits/capture/', $.run)"}
     assert m["MaxConcurrencyPath"] == "$.ingest.map.max_concurrency"
     assert m["ToleratedFailurePercentagePath"] == "$.ingest.map.tolerated_failure_percentage"
     assert m["ResultWriter"]["Resource"] == "arn:aws:states:::s3:putObject"
     assert m["ResultWriter"]["Parameters"] == {"Bucket": "mycelium-runs", "Prefix": "runs/_map-results"}
     assert "ItemBatcher" not in m  # one chunk per invocation, the same definition moto runs
-    inner = m["ItemProcessor"]["States"]
-    assert inner["IsChunk?"]["Choices"] == [{"Variable": "$.chunk_key", "StringMatches": "*.npz", "Next": "AnalyzeChunk"}]
+    inner = m["ItemProcessor"]
+    assert inner["StartAt"] == "AnalyzeChunk" and list(inner["States"]) == ["AnalyzeChunk"]
+    assert inner["States"]["AnalyzeChunk"]["Parameters"] == {"run.$": "$.run", "item_key.$": "$.item_key"}
     assert [states[n].get("Next") for n in ("Analyze", "Aggregate", "Discover", "Finish")] == \
         ["Aggregate", "Discover", "Finish", "RunSucceeded"]
 
@@ -263,4 +271,4 @@ def test_state_machine_role_has_no_open_data_permissions(synthesized):
             if any(a.startswith("s3:Put") for a in actions):
                 assert json.dumps(s["Resource"]).endswith('runs/_map-results/*"]]}')
             if "s3:ListBucket" in actions:
-                assert s["Condition"] == {"StringLike": {"s3:prefix": ["runs/*/chunks/*"]}}
+                assert s["Condition"] == {"StringLike": {"s3:prefix": ["runs/*/commits/capture/*"]}}

@@ -3,11 +3,11 @@
 import pytest
 
 from gpu_workers.capture.entry_point import main as worker_main
-from mycelium.config import CaptureConfig, IngestConfig
-from mycelium.ingest import ingest_run
-from mycelium.manifest import submit
-from mycelium.runs import RunKeys
-from mycelium.store import LocalStore
+from mycelium.core.config import CaptureConfig, IngestConfig
+from mycelium.cloud.run import start_run
+from mycelium.cloud.manifest import submit
+from mycelium.core.keys import RunKeys
+from mycelium.core.store import LocalStore
 
 from ..conftest import SAMPLE, write_jsonl
 
@@ -19,7 +19,7 @@ def test_worker_prepares_then_captures_a_shard(tmp_path, embedded_teacher, monke
     data = write_jsonl(tmp_path / "two.jsonl", SAMPLE.read_text().splitlines()[:2])
     submit(store, keys, data, ingest=IngestConfig(shard_size=1),
            capture=CaptureConfig(n_computing_heads=2, calibration_problems=1, progress=False))
-    _, shards, _ = ingest_run(store, keys)
+    _, shards, _ = start_run(store, keys)
     assert len(shards) == 2
     argv = ["--store", str(tmp_path / "store"), "--run", "w"]
 
@@ -27,7 +27,7 @@ def test_worker_prepares_then_captures_a_shard(tmp_path, embedded_teacher, monke
     assert worker_main(argv) == 0
     prepared = store.get_json("w/status/capture/prepare.json")
     assert prepared["state"] == "succeeded" and prepared["shards"] == 2 and len(prepared["computing_heads"]) == 2
-    assert store.exists("w/capture/calibration.json") and store.exists("w/capture/config.json")
+    assert store.exists("w/capture/calibration.json") and store.exists("w/stages/capture.json")
 
     monkeypatch.setenv("MYCELIUM_CAPTURE_MODE", "shard")
     monkeypatch.setenv("AWS_BATCH_JOB_ARRAY_INDEX", "1")  # the second element of the array job
@@ -36,10 +36,10 @@ def test_worker_prepares_then_captures_a_shard(tmp_path, embedded_teacher, monke
     assert status["state"] == "succeeded" and status["summary"]["n_out"] == 1
     assert not store.exists("w/status/capture/part-00000.json")
     assert worker_main(argv) == 0  # a retried element skips what it already captured
-    assert store.get_json("w/status/capture/part-00001.json")["summary"]["skipped"] == {"already captured": 1}
+    assert store.get_json("w/status/capture/part-00001.json")["summary"]["skipped"] == {"already done": 1}
 
 
 def test_worker_failure_writes_the_traceback(tmp_path):
     assert worker_main(["--store", str(tmp_path), "--run", "nope", "--shard", "nope/problems/part-00000.jsonl"]) == 1
     status = LocalStore(tmp_path).get_json("nope/status/capture/part-00000.json")
-    assert status["state"] == "failed" and "no run manifest" in status["error"] and "Traceback" in status["traceback"]
+    assert status["state"] == "failed" and "has no capture stage" in status["error"] and "Traceback" in status["traceback"]

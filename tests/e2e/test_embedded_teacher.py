@@ -5,14 +5,14 @@ import re
 import numpy as np
 import pytest
 
-from mycelium.capture_stage import run_capture
-from mycelium.chunk import decode_chunk
+from mycelium.stages.capture import run_capture
+from mycelium.records.chunk import decode_chunk
 from mycelium.cli import main
-from mycelium.config import CaptureConfig, IngestConfig
-from mycelium.datasets import read_dataset
-from mycelium.spans import line_spans, tokens_covering
-from mycelium.store import LocalStore
-from mycelium.teacher import EMBEDDED_MODEL_ID
+from mycelium.core.config import CaptureConfig, IngestConfig
+from mycelium.records.datasets import read_dataset
+from mycelium.analysis.text import line_spans, tokens_covering
+from mycelium.core.store import LocalStore
+from mycelium.teacher.model import EMBEDDED_MODEL_ID
 
 from ..conftest import SAMPLE, shared_data
 

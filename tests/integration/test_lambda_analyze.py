@@ -7,10 +7,13 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from mycelium.artifacts import SignalsRecord, StepRecord
-from mycelium.capture_stage import run_capture
-from mycelium.config import CaptureConfig, IngestConfig
-from mycelium.store import open_store
+from mycelium.records.analysis import SignalsRecord, StepRecord
+from mycelium.stages.capture import run_capture
+from mycelium.core.config import AggregateConfig, AnalyzeConfig, CaptureConfig, DiscoverConfig, IngestConfig
+from mycelium.stages.aggregate import AggregateStage
+from mycelium.stages.analyze import AnalyzeStage
+from mycelium.stages.discover import DiscoverStage
+from mycelium.core.store import open_store
 
 from ..conftest import SAMPLE, load_handler
 
@@ -27,6 +30,11 @@ def s3_run(monkeypatch, tiny_teacher):
         store = open_store("s3://mycelium-test/runs")
         run_capture(SAMPLE, "lambda-run", store, CaptureConfig(n_computing_heads=2, calibration_problems=1, progress=False),
                     IngestConfig(limit=2), teacher=tiny_teacher)
+        # A cloud run records every stage's config when it starts (mycelium.cloud.run.start_run); as it would:
+        for stage in (AnalyzeStage(store, "lambda-run", AnalyzeConfig(progress=False)),
+                      AggregateStage(store, "lambda-run", AggregateConfig()),
+                      DiscoverStage(store, "lambda-run", DiscoverConfig(progress=False))):
+            stage.begin()
         yield store, load_handler("analyze")
 
 
@@ -35,11 +43,12 @@ def test_handler_analyzes_one_chunk_into_s3(s3_run):
     pid = next(store.list("lambda-run/traces/")).split("/")[-1][:-5]
     event = json.loads(EVENT.read_text().replace("PID", pid))  # the bucket key, as the Distributed Map passes it
     out = handler.handler(event, None)
-    assert out["problem_id"] == pid and out["steps"] >= 1
+    assert out["item"] == pid and out["status"] == "done" and out["steps"] >= 1
     assert len(json.dumps(out)) < 2048  # small: big results stay in S3
     rec = SignalsRecord.model_validate(store.get_json(f"lambda-run/signals/{pid}.json"))
     steps = [StepRecord.model_validate_json(l) for l in store.get(f"lambda-run/steps/{pid}.jsonl").decode().splitlines()]
     assert rec.n_steps == len(steps) == out["steps"]
+    assert store.exists(f"lambda-run/commits/analyze/{pid}.json")
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="mycelium-test", Prefix="runs/lambda-run/")["Contents"]]
     assert f"runs/lambda-run/signals/{pid}.json" in keys and f"runs/lambda-run/steps/{pid}.jsonl" in keys
 
@@ -48,14 +57,14 @@ def test_handler_rejects_a_malformed_event(s3_run):
     from pydantic import ValidationError
 
     _, handler = s3_run
-    with pytest.raises(ValidationError, match="chunk_key"):
-        handler.handler({"run": "lambda-run", "chunk_key": "../../etc/passwd"}, None)
+    with pytest.raises(ValidationError, match="item_key"):
+        handler.handler({"run": "lambda-run", "item_key": "../../etc/passwd"}, None)
 
 
 def test_map_then_reduce_handlers_build_the_taxonomy(s3_run):
     store, analyze = s3_run
-    for key in [k for k in store.list("lambda-run/chunks/") if k.endswith(".npz")]:
-        analyze.handler({"run": "lambda-run", "chunk_key": "runs/" + key}, None)
+    for key in store.list("lambda-run/commits/capture/"):
+        analyze.handler({"run": "lambda-run", "item_key": "runs/" + key}, None)
     fixtures = EVENT.parent
     agg = load_handler("aggregate").handler(json.loads((fixtures / "aggregate.json").read_text()), None)
     assert agg["steps"] >= 1 and store.exists("lambda-run/ib/steps.npz")

@@ -4,12 +4,13 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from mycelium.artifacts import ChunkManifest
-from mycelium.capture_stage import run_capture
-from mycelium.chunk import decode_chunk
-from mycelium.config import CaptureConfig, IngestConfig
-from mycelium.errors import MissingKeyError
-from mycelium.store import S3Store, open_store
+from mycelium.core.keys import RunKeys
+from mycelium.core.lineage import Commit
+from mycelium.stages.capture import run_capture
+from mycelium.records.chunk import decode_chunk
+from mycelium.core.config import CaptureConfig, IngestConfig
+from mycelium.core.errors import MissingKeyError
+from mycelium.core.store import S3Store, open_store
 
 from ..conftest import SAMPLE
 
@@ -41,7 +42,7 @@ def test_s3_store_roundtrip_and_listing(bucket):
 
 
 def test_s3_and_local_list_the_same_keys(bucket, tmp_path):
-    from mycelium.store import LocalStore
+    from mycelium.core.store import LocalStore
 
     stores = [open_store(f"s3://{bucket}/p"), LocalStore(tmp_path)]
     for st in stores:
@@ -56,14 +57,15 @@ def test_capture_to_s3(bucket, tiny_teacher):
     cfg = CaptureConfig(n_computing_heads=2, calibration_problems=2, progress=False)
     res = run_capture(SAMPLE, "s3run", store, cfg, IngestConfig(limit=3), teacher=tiny_teacher)
     assert res.summary.stages["capture"].n_out == 3
-    manifests = [k for k in store.list("s3run/chunks/") if k.endswith(".json")]
-    assert len(manifests) == 3
-    for key in manifests:
-        m = ChunkManifest.model_validate(store.get_json(key))
-        chunk = decode_chunk(store.get(m.chunk_key), m.chunk_key)
-        assert chunk.problem_id == m.problem_id and store.exists(m.trace_key)
+    keys = RunKeys("s3run")
+    commits = list(store.list(keys.commits("capture")))
+    assert len(commits) == 3
+    for key in commits:
+        c = Commit.model_validate(store.get_json(key))
+        chunk = decode_chunk(store.get(keys.chunk(c.item)), keys.chunk(c.item))
+        assert chunk.problem_id == c.item and store.exists(keys.trace(c.item))
     assert store.get_json("s3run/summary.json")["stages"]["ingest"]["n_out"] == 3
     assert store.exists("s3run/capture/calibration.json") and store.exists("s3run/problems/part-00000.jsonl")
     # resume against S3 too
     res2 = run_capture(SAMPLE, "s3run", store, cfg, IngestConfig(limit=3), teacher=tiny_teacher)
-    assert res2.summary.stages["capture"].skipped == {"already captured": 3}
+    assert res2.summary.stages["capture"].skipped == {"already done": 3}

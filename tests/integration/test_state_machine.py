@@ -33,12 +33,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from mycelium.config import AnalyzeConfig, CaptureConfig, DiscoverConfig, IngestConfig
+from mycelium.core.config import AnalyzeConfig, CaptureConfig, DiscoverConfig, IngestConfig
 from mycelium.cli import main as cli
-from mycelium.cloud import format_status, run_status
-from mycelium.manifest import submit
-from mycelium.runs import RunKeys
-from mycelium.store import open_store
+from mycelium.cloud.status import format_status, run_status
+from mycelium.cloud.manifest import submit
+from mycelium.core.keys import RunKeys
+from mycelium.core.store import open_store
 
 from ..conftest import SAMPLE, load_handler, write_jsonl
 from ..synth import only, state_machine_definition, synthesize
@@ -226,17 +226,22 @@ def test_a_submitted_run_goes_through_every_stage(engine, tiny_teacher_dir, tmp_
     pids = sorted(k.split("/")[-1][:-4] for k in listed if k.startswith(keys("chunks")) and k.endswith(".npz"))
     assert len(pids) == 3
     for pid in pids:
-        for key in (keys.manifest(pid), keys.trace(pid), keys("signals", f"{pid}.json"), keys("steps", f"{pid}.jsonl")):
+        for key in (keys.commit("capture", pid), keys.trace(pid), keys.signals(pid), keys.steps(pid),
+                    keys.commit("analyze", pid)):
             assert key in listed, key
     for i in range(3):
         assert store.get_json(keys("status", "capture", f"part-{i:05d}.json"))["state"] == "succeeded"
     assert store.get_json(keys("status", "capture", "prepare.json"))["state"] == "succeeded"
-    assert {keys("capture", "config.json"), keys("capture", "calibration.json"), keys("ib", "steps.npz"),
-            keys("ib", "taxonomy.json")} <= listed
+    assert {keys.stage_record(s) for s in ("ingest", "capture", "analyze", "aggregate", "discover")} <= listed
+    assert {keys.calibration, keys("ib", "steps.npz"), keys("ib", "taxonomy.json")} <= listed
     status = store.get_json(keys("status", "run.json"))
     assert status["state"] == "succeeded" and status["outputs"]["discover"]["templates"] >= 1
-    # The Distributed Map read 6 objects (3 chunks + 3 manifests), analysed 3, and wrote its results to S3.
+    # The Distributed Map read the 3 capture commits, analysed 3, and wrote its results to S3.
     assert engine["lambda"].calls.count("analyze") == 3
+    # The map stages' lines of the run summary are tallied from their commits and ledger at the end.
+    stages = status["outputs"]["stages"]
+    assert stages["capture"]["n_out"] == stages["analyze"]["n_out"] == 3 and stages["analyze"]["failed"] == 0
+    assert store.get_json(keys.summary)["stages"]["analyze"]["n_out"] == 3
     results = status["outputs"]["analyze"]["results"]
     assert results["Bucket"] == BUCKET and results["Key"].startswith("runs/_map-results/")
     written = json.loads(boto3.client("s3").get_object(Bucket=BUCKET, Key=results["Key"])["Body"].read())
@@ -248,8 +253,8 @@ def test_a_submitted_run_goes_through_every_stage(engine, tiny_teacher_dir, tmp_
     assert st["execution"]["status"] == "SUCCEEDED" and st["chunks"] == 3
     assert st["capture_jobs"] == {"succeeded": 4, "failed": 0}  # prepare + 3 shards
     (mr,) = st["map_runs"]
-    assert mr["total"] == 6 and mr["succeeded"] == 6 and mr["failed"] == 0 and mr["pending"] == 0
-    assert "succeeded 6" in format_status(st) and "ended succeeded" in format_status(st)
+    assert mr["total"] == 3 and mr["succeeded"] == 3 and mr["failed"] == 0 and mr["pending"] == 0
+    assert "succeeded 3" in format_status(st) and "ended succeeded" in format_status(st)
 
 
 def test_a_failing_run_records_why(engine, tmp_path, capsys):

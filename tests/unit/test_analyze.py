@@ -6,18 +6,18 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from mycelium.analyze import analyze, analyze_one
-from mycelium.analyze_stage import run_analyze
-from mycelium.artifacts import SignalsRecord, StepRecord, Trace
-from mycelium.capture_stage import run_capture
-from mycelium.chunk import decode_chunk
-from mycelium.config import AnalyzeConfig, CaptureConfig, IngestConfig
-from mycelium.errors import ConfigError, MyceliumError
-from mycelium.runs import RunKeys
-from mycelium.show import show
-from mycelium.store import LocalStore
+from mycelium.analysis.analyze import analyze
+from mycelium.core.config import AnalyzeConfig, CaptureConfig, IngestConfig
+from mycelium.core.errors import ConfigError, MyceliumError
+from mycelium.core.keys import RunKeys
+from mycelium.core.store import LocalStore
+from mycelium.records.analysis import SignalsRecord, StepRecord
+from mycelium.records.capture import Trace
+from mycelium.records.chunk import decode_chunk
+from mycelium.stages.capture import run_capture
+from mycelium.viz.show import show
 
-from ..conftest import SAMPLE
+from ..conftest import SAMPLE, analyze_run
 
 ACFG = AnalyzeConfig(workers=2, progress=False)
 
@@ -91,12 +91,11 @@ def test_stage_runs_in_a_pool_resumes_and_records_failures(captured, tmp_path):
     store = LocalStore(tmp_path / "copy")
     shutil.copytree(captured.root, store.root)
     victim = _pids(store)[0]
-    store.put(f"a/chunks/{victim}.npz", b"not a chunk")  # corrupt one chunk
-    summary = run_analyze(store, "a", ACFG)
-    st = summary.stages["analyze"]
+    store.put(f"a/chunks/{victim}.npz", b"not a chunk")  # corrupt one chunk after it was committed
+    st = analyze_run(store, "a", ACFG)
     assert (st.n_in, st.n_out, st.failed) == (6, 5, 1)
     fail = store.get_json(f"a/failures/analyze/{victim}.json")
-    assert f"chunk a/chunks/{victim}.npz: unreadable" in fail["reason"]
+    assert f"a/chunks/{victim}.npz changed since capture committed it" in fail["reason"]
     report = store.get_json("a/analyze/report.json")
     assert report["problems"] == 5 and 0 <= report["boundaries"]["f1"] <= 1
     for key in store.list("a/steps/"):
@@ -105,14 +104,14 @@ def test_stage_runs_in_a_pool_resumes_and_records_failures(captured, tmp_path):
     for key in store.list("a/signals/"):
         SignalsRecord.model_validate(store.get_json(key))
     before = {k: store.get(k) for k in store.list("a/signals/")}
-    again = run_analyze(store, "a", ACFG).stages["analyze"]
-    assert (again.n_out, again.skipped, again.failed) == (0, {"already analyzed": 5}, 1)
+    again = analyze_run(store, "a", ACFG)
+    assert (again.n_out, again.skipped, again.failed) == (0, {"already done": 5}, 1)
     assert {k: store.get(k) for k in store.list("a/signals/")} == before
 
 
 def test_show_writes_html_and_png_and_prints_spans(captured, tmp_path):
     pid = _pids(captured)[1]
-    analyze_one(captured, "a", pid, AnalyzeConfig())
+    analyze_run(captured, "a")
     out = io.StringIO()
     html_key, png_key = show(captured, "a", pid, out=out, colour=False)
     text = out.getvalue()
@@ -121,6 +120,11 @@ def test_show_writes_html_and_png_and_prints_spans(captured, tmp_path):
     assert captured.get(png_key)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_show_before_analyze_says_what_to_run(captured):
-    with pytest.raises(MyceliumError, match="mycelium analyze --run a"):
-        show(captured, "a", _pids(captured)[2] if False else "p000000000000", out=io.StringIO())
+def test_show_before_analyze_says_what_to_run(captured, tmp_path):
+    import shutil
+
+    store = LocalStore(tmp_path / "fresh")
+    shutil.copytree(captured.root, store.root)
+    shutil.rmtree(store.root / "a" / "commits" / "analyze", ignore_errors=True)  # captured, not analysed
+    with pytest.raises(MyceliumError, match="is not analysed .*mycelium analyze --run a"):
+        show(store, "a", _pids(store)[2], out=io.StringIO())

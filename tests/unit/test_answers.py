@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from mycelium.answers import extract_answer, grade, last_boxed
-from mycelium.sandbox import run_sandboxed
+from mycelium.mathlang.answers import extract_answer, grade, last_boxed
+from mycelium.core.sandbox import run_sandboxed
 
 
 @pytest.mark.parametrize("cot,expected", [

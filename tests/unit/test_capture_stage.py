@@ -4,15 +4,14 @@ import json
 
 import pytest
 
-from mycelium.capture_stage import capture_problems, run_capture
-from mycelium.capture import HeadSet
-from mycelium.chunk import decode_chunk
-from mycelium.config import CaptureConfig, IngestConfig
-from mycelium.datasets import read_dataset
-from mycelium.errors import ConfigError
-from mycelium.artifacts import ChunkManifest, StageSummary, Trace
-from mycelium.runs import RunKeys
-from mycelium.store import LocalStore
+from mycelium.core.config import CaptureConfig, IngestConfig
+from mycelium.core.errors import ConfigError
+from mycelium.core.keys import RunKeys
+from mycelium.core.lineage import Commit, current_lineage
+from mycelium.core.store import LocalStore
+from mycelium.records.capture import Trace
+from mycelium.records.chunk import decode_chunk
+from mycelium.stages.capture import CaptureStage, run_capture
 
 from ..conftest import SAMPLE, write_jsonl
 
@@ -45,25 +44,28 @@ def test_outputs_summary_failures_and_resume(tmp_path, tiny_teacher, mixed_data)
     cap_fail = store.get_json(fails[0])
     assert "no reference solution" in cap_fail["reason"] and cap_fail["traceback"]
 
-    manifests = [k for k in store.list("r1/chunks/") if k.endswith(".json")]
-    assert len(manifests) == 4
-    for key in manifests:
-        m = ChunkManifest.model_validate(store.get_json(key))
-        data = store.get(m.chunk_key)
-        assert len(data) == m.bytes
-        chunk = decode_chunk(data, m.chunk_key)
-        trace = Trace.model_validate(store.get_json(m.trace_key))
-        assert chunk.iaf.shape == (m.n_layers, m.n_heads, trace.t_gen)
-        assert [tuple(p) for p in m.head_set[-3:]] == [tuple(p) for p in res.calibration.computing_heads]
+    commits = list(store.list(keys.commits("capture")))
+    assert len(commits) == 4
+    lineage = current_lineage(store, keys, "capture")
+    assert set(lineage) == {"ingest", "capture"} and lineage["capture"] == CFG.hash()
+    for key in commits:
+        c = Commit.model_validate(store.get_json(key))
+        assert c.lineage == lineage and set(c.outputs) == {keys.chunk(c.item), keys.trace(c.item)}
+        data = store.get(keys.chunk(c.item))
+        assert c.counters["chunk_bytes"] == len(data)
+        chunk = decode_chunk(data, keys.chunk(c.item))
+        trace = Trace.model_validate(store.get_json(keys.trace(c.item)))
+        assert chunk.iaf.shape == (3, 4, trace.t_gen) and chunk.meta["config_hash"] == CFG.hash()
+        assert [tuple(p) for p in chunk.head_set[-3:]] == [tuple(p) for p in res.calibration.computing_heads]
     summary = store.get_json(keys.summary)
     assert summary["stages"]["capture"]["n_out"] == 4
 
     # rerun: nothing recomputed, the done problems are skipped, the failure is retried and fails again
-    before = {k: store.get(k) for k in manifests}
+    before = {k: store.get(k) for k in commits}
     res2 = run_capture(mixed_data, "r1", store, CFG, IngestConfig(), teacher=tiny_teacher)
     cap2 = res2.summary.stages["capture"]
-    assert (cap2.n_out, cap2.skipped, cap2.failed) == (0, {"already captured": 4}, 1)
-    assert {k: store.get(k) for k in manifests} == before
+    assert (cap2.n_out, cap2.skipped, cap2.failed) == (0, {"already done": 4}, 1)
+    assert {k: store.get(k) for k in commits} == before
 
 
 def test_limit_takes_the_first_good_problems(tmp_path, tiny_teacher, mixed_data):
@@ -80,18 +82,18 @@ def test_rerun_with_another_config_is_refused(tmp_path, tiny_teacher, mixed_data
         run_capture(mixed_data, "r", store, other, IngestConfig(limit=1), teacher=tiny_teacher)
 
 
-def test_each_chunk_is_written_before_the_next_problem_is_read(tmp_path, tiny_teacher):
+def test_each_chunk_is_committed_before_the_next_problem_is_captured(tmp_path, tiny_teacher, monkeypatch):
     """Streaming: the stage never holds more than one problem's arrays."""
-    store, keys = LocalStore(tmp_path / "s"), RunKeys("stream")
-    problems = list(read_dataset(SAMPLE))[:4]
+    store = LocalStore(tmp_path / "s")
     seen_done = []
+    process = CaptureStage.process
 
-    def lazy():
-        for i, p in enumerate(problems):
-            seen_done.append(sum(1 for k in store.list("stream/chunks/") if k.endswith(".json")))
-            yield p
+    def spy(self, pid):
+        seen_done.append(sum(1 for _ in store.list(self.keys.commits("capture"))))
+        return process(self, pid)
 
-    capture_problems(lazy(), 4, store, keys, tiny_teacher, CFG, HeadSet(3), StageSummary())
+    monkeypatch.setattr(CaptureStage, "process", spy)
+    run_capture(SAMPLE, "stream", store, CFG, IngestConfig(limit=4), teacher=tiny_teacher)
     assert seen_done == [0, 1, 2, 3]
 
 
@@ -113,17 +115,19 @@ def test_config_validation_names_the_field():
 def test_a_run_is_pinned_to_its_input_file(tmp_path, tiny_teacher, mixed_data):
     store = LocalStore(tmp_path / "s")
     run_capture(mixed_data, "r", store, CFG, IngestConfig(limit=1), teacher=tiny_teacher)
+    before = {k: store.get(k) for k in store.list("r/")}
     other = write_jsonl(tmp_path / "other.jsonl", [json.loads(SAMPLE.read_text().splitlines()[9])])
-    with pytest.raises(ConfigError, match="data_sha256"):
+    with pytest.raises(ConfigError, match="data_sha256.*Use a new --run name"):
         run_capture(other, "r", store, CFG, IngestConfig(limit=1), teacher=tiny_teacher)
+    assert {k: store.get(k) for k in store.list("r/")} == before  # refused before anything was written
     # a larger --limit on the same file resumes the same run
     res = run_capture(mixed_data, "r", store, CFG, IngestConfig(limit=3), teacher=tiny_teacher)
-    assert res.summary.stages["capture"].skipped == {"already captured": 1}
+    assert res.summary.stages["capture"].skipped == {"already done": 1}
 
 
 def test_a_broken_teacher_stops_the_run_instead_of_failing_every_problem(tmp_path, tiny_tokenizer, mixed_data):
-    from mycelium.errors import AttentionUnavailableError
-    from mycelium.teacher import from_model
+    from mycelium.core.errors import AttentionUnavailableError
+    from mycelium.teacher.model import from_model
 
     from ..conftest import make_tiny_model
 
@@ -145,8 +149,10 @@ def test_out_of_range_hidden_layer_fails_before_any_problem(tmp_path, tiny_teach
 
 
 def test_a_problem_that_later_succeeds_loses_its_failure_record(tmp_path, tiny_teacher):
+    from mycelium.records.datasets import read_dataset
+
     store, keys = LocalStore(tmp_path / "s"), RunKeys("f")
-    problem = list(read_dataset(SAMPLE))[0]
+    problem = next(read_dataset(SAMPLE))
     store.put_json(keys.failure("capture", problem.id), {"reason": "earlier crash"})
-    capture_problems([problem], 1, store, keys, tiny_teacher, CFG, HeadSet(3), StageSummary())
-    assert not store.exists(keys.failure("capture", problem.id)) and store.exists(keys.manifest(problem.id))
+    run_capture(SAMPLE, "f", store, CFG, IngestConfig(limit=1), teacher=tiny_teacher)
+    assert not store.exists(keys.failure("capture", problem.id)) and store.exists(keys.commit("capture", problem.id))

@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from mycelium import signals
-from mycelium.capture import HeadSet, build_tokens, capture_problem, prompt_tokens
-from mycelium.config import CaptureConfig
-from mycelium.datasets import read_dataset
-from mycelium.errors import AttentionUnavailableError, TeacherError
-from mycelium.spans import line_spans, tokens_covering
-from mycelium.teacher import from_model
+from mycelium.analysis import signals
+from mycelium.core.infotheory import entropy
+from mycelium.teacher.capture import capture_problem
+from mycelium.teacher.tap import HeadSet
+from mycelium.teacher.tokens import build_tokens, prompt_tokens
+from mycelium.core.config import CaptureConfig
+from mycelium.records.datasets import read_dataset
+from mycelium.core.errors import AttentionUnavailableError, TeacherError
+from mycelium.analysis.text import line_spans, tokens_covering
+from mycelium.teacher.model import from_model
 
 from ..conftest import SAMPLE, make_tiny_model
 
@@ -77,7 +80,7 @@ def test_tap_matches_hf_output_attentions(tiny_teacher, problems):
     rows = signals.renormalize(full[:, :, p - 2:-1, :], keep)  # [L, H, T+1, N]
     np.testing.assert_allclose(chunk.iaf, signals.iaf(rows[:, :, 1:], problem_mask), atol=2e-3)
     np.testing.assert_allclose(chunk.jsd, signals.consecutive_jsd(rows), atol=2e-3)
-    np.testing.assert_allclose(chunk.entropy, signals.entropy(rows[:, :, 1:]), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(chunk.entropy, entropy(rows[:, :, 1:]), rtol=2e-3, atol=2e-3)
 
 
 def test_sdpa_teacher_is_refused(tiny_tokenizer):
@@ -104,7 +107,7 @@ def test_generate_mode_counts_truncation(tiny_teacher, problems):
 
 
 def _generated_ids(teacher, problem, n):
-    from mycelium.capture import generate_cot
+    from mycelium.teacher.generation import generate_cot
 
     _, ids, _ = generate_cot(teacher, prompt_tokens(teacher, problem.question, teacher.prompt_parts()), n)
     return ids
@@ -126,8 +129,8 @@ def test_first_cot_token_row_reads_only_the_problem(tiny_teacher, problems):
 
 
 def test_any_local_hf_model_directory_is_a_teacher(tmp_path, tiny_tokenizer, problems):
-    from mycelium.errors import TeacherError
-    from mycelium.teacher import load_teacher
+    from mycelium.core.errors import TeacherError
+    from mycelium.teacher.model import load_teacher
 
     model = make_tiny_model(tiny_tokenizer, attn="sdpa")  # saved with sdpa: the loader must switch to eager
     model.save_pretrained(tmp_path / "tiny")

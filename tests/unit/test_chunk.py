@@ -6,8 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from mycelium.chunk import Chunk, bytes_per_problem, decode_chunk, encode_chunk
-from mycelium.errors import ChunkFormatError
+from mycelium.records.chunk import Chunk, bytes_per_problem, decode_chunk, encode_chunk
+from mycelium.core.errors import ChunkFormatError
 
 
 def make_chunk(L=3, H=4, T=7, P=5, d=16, k=2, rng=None):

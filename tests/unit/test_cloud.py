@@ -2,11 +2,11 @@
 
 import pytest
 
-from mycelium.cloud import deploy_command
-from mycelium.errors import MyceliumError
-from mycelium.manifest import RunManifest, load_manifest, run_of_key, submit
-from mycelium.runs import RunKeys
-from mycelium.store import LocalStore
+from mycelium.cloud.deploy import deploy_command
+from mycelium.core.errors import MyceliumError
+from mycelium.cloud.manifest import RunManifest, load_manifest, run_of_key, submit
+from mycelium.core.keys import RunKeys
+from mycelium.core.store import LocalStore
 
 from ..conftest import SAMPLE
 

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from mycelium.artifacts import Problem
-from mycelium.datasets import problem_id, read_dataset
-from mycelium.errors import BadRowError
+from mycelium.records.problems import Problem
+from mycelium.records.datasets import problem_id, read_dataset
+from mycelium.core.errors import BadRowError
 
 from ..conftest import shared_data, write_jsonl
 

@@ -5,17 +5,17 @@ import json
 import numpy as np
 import pytest
 
-from mycelium.aggregate import aggregate, load_table
-from mycelium.analyze_stage import run_analyze
-from mycelium.artifacts import StageSummary
-from mycelium.capture_stage import run_capture
 from mycelium.cli import main
-from mycelium.config import AnalyzeConfig, CaptureConfig, DiscoverConfig, IngestConfig
-from mycelium.discover import discover, format_tree
-from mycelium.errors import MyceliumError
-from mycelium.store import LocalStore
+from mycelium.core.config import AggregateConfig, AnalyzeConfig, CaptureConfig, DiscoverConfig, IngestConfig
+from mycelium.core.errors import RunNotFoundError
+from mycelium.core.store import LocalStore
+from mycelium.stages.aggregate import AggregateStage, load_table
+from mycelium.stages.capture import run_capture
+from mycelium.stages.discover import DiscoverStage
+from mycelium.stages.runner import StageFailed
+from mycelium.templates.taxonomy import format_tree
 
-from ..conftest import SAMPLE
+from ..conftest import SAMPLE, analyze_run, reduce_run
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def analysed(tmp_path_factory, tiny_teacher):
     store = LocalStore(tmp_path_factory.mktemp("discover") / "store")
     run_capture(SAMPLE, "d", store, CaptureConfig(n_computing_heads=2, calibration_problems=1, progress=False),
                 IngestConfig(limit=16), teacher=tiny_teacher)
-    run_analyze(store, "d", AnalyzeConfig(workers=1, progress=False))
+    analyze_run(store, "d")
     return store
 
 
@@ -33,17 +33,26 @@ def test_aggregate_drops_unlabelled_steps_and_duplicates(analysed, tmp_path):
     store = LocalStore(tmp_path / "copy")
     shutil.copytree(analysed.root, store.root)
     first = next(store.list("d/steps/"))
-    store.put("d/steps/zz-duplicate.jsonl", store.get(first))  # the same steps again
-    st = StageSummary()
-    table = aggregate(store, "d", st)
+    # the same steps again, under a second problem's name: a committed output of another problem
+    pid = first.split("/")[-1][:-6]
+    other = next(k for k in store.list("d/steps/") if k != first).split("/")[-1][:-6]
+    commit = store.get_json(f"d/commits/analyze/{other}.json")
+    from mycelium.core.store import sha256
+
+    store.put(f"d/steps/{other}.jsonl", store.get(first))
+    commit["outputs"][f"d/steps/{other}.jsonl"] = sha256(store.get(first))
+    store.put_json(f"d/commits/analyze/{other}.json", commit)
+    st = reduce_run(AggregateStage, store, "d")
+    stage = DiscoverStage(store, "d", DiscoverConfig())
+    table = load_table(stage)
     n_lines = sum(len(store.get(k).decode().splitlines()) for k in store.list("d/steps/"))
     assert st.n_in == n_lines and st.n_out == len(table.index) == table.X.shape[0] == table.Y.shape[0]
     labelled_in_copy = sum(1 for line in store.get(first).decode().splitlines() if json.loads(line)["labels"])
-    assert st.skipped["duplicate"] == labelled_in_copy
+    assert st.skipped["duplicate"] == labelled_in_copy, pid
     assert st.skipped["no op labels"] > 0
     np.testing.assert_allclose(table.Y.sum(1), 1.0, rtol=1e-6)
     assert table.X.dtype == np.float32 and table.X.shape[1] == 32
-    back = load_table(store, "d")
+    back = load_table(stage)
     np.testing.assert_array_equal(back.X, table.X)
     assert back.vocab == table.vocab and back.index == table.index
     for row, y in zip(back.index, back.Y):
@@ -51,11 +60,14 @@ def test_aggregate_drops_unlabelled_steps_and_duplicates(analysed, tmp_path):
 
 
 def test_discover_writes_taxonomy_and_plots(analysed):
-    with pytest.raises(MyceliumError, match="mycelium aggregate --run d"):
-        discover(analysed, "d", DiscoverConfig(min_size=2))
-    aggregate(analysed, "d", StageSummary())
-    tax = discover(analysed, "d", DiscoverConfig(min_size=2, progress=False))
-    stored = analysed.get_json("d/ib/taxonomy.json")
+    with pytest.raises(RunNotFoundError, match="mycelium aggregate --run d"):
+        reduce_run(DiscoverStage, analysed, "d", DiscoverConfig(min_size=2))
+    assert not analysed.exists("d/stages/discover.json")  # refused before anything was written
+    reduce_run(AggregateStage, analysed, "d", AggregateConfig())
+    reduce_run(DiscoverStage, analysed, "d", DiscoverConfig(min_size=2, progress=False))
+    tax = stored = analysed.get_json("d/ib/taxonomy.json")
+    assert tax["lineage"] == analysed.get_json("d/commits/discover/run.json")["lineage"]
+    assert set(tax["lineage"]) == {"ingest", "capture", "analyze", "aggregate", "discover"}
     assert stored["n_templates"] == tax["n_templates"] >= 1
     sizes = [t["size"] for f in tax["families"] for t in f["templates"]]
     assert sum(sizes) == tax["n_steps"]
@@ -75,3 +87,18 @@ def test_cli_aggregate_then_discover_prints_the_tree(analysed, capsys):
     assert main(["discover", "--run", "d", "--store", str(analysed.root), "--min-size", "2", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "taxonomy:" in out and "├─ F" in out and "templates at gain 0.3:" in out
+
+
+def test_a_stale_table_is_refused_until_aggregate_runs_again(analysed, tmp_path):
+    import shutil
+
+    store = LocalStore(tmp_path / "copy")
+    shutil.copytree(analysed.root, store.root)
+    reduce_run(AggregateStage, store, "d")
+    analyze_run(store, "d", AnalyzeConfig(peak_prominence=2.0, progress=False))  # a new analyze config
+    with pytest.raises(StageFailed, match=r"stale aggregate output \(made with analyze config .*mycelium aggregate --run d"):
+        reduce_run(DiscoverStage, store, "d", DiscoverConfig(min_size=2))
+    assert store.exists("d/failures/discover/run.json")
+    reduce_run(AggregateStage, store, "d")
+    reduce_run(DiscoverStage, store, "d", DiscoverConfig(min_size=2))
+    assert not store.exists("d/failures/discover/run.json")  # cleared by the success

@@ -4,8 +4,9 @@ from fractions import Fraction
 
 import pytest
 
-from mycelium.expressions import find_expressions, label_expressions
-from mycelium.numwords import clause_spans, mentions
+from mycelium.mathlang.expressions import find_expressions, label_expressions
+from mycelium.analysis.numwords import mentions
+from mycelium.analysis.text import clause_spans
 
 
 def test_gsm8k_annotations_and_their_echo_are_one_computation():

@@ -9,15 +9,15 @@ import types
 
 import pytest
 
-from mycelium import capture as capture_mod
-from mycelium.artifacts import StageSummary
-from mycelium.capture import HeadSet, prompt_tokens
-from mycelium.capture_stage import capture_problems
-from mycelium.config import CaptureConfig
-from mycelium.datasets import read_dataset
-from mycelium.generation import generate_with_vllm, use_vllm
-from mycelium.runs import RunKeys
-from mycelium.store import LocalStore
+from mycelium.core.config import CaptureConfig, IngestConfig
+from mycelium.core.store import LocalStore
+from mycelium.records.datasets import read_dataset
+from mycelium.stages.capture import CaptureStage
+from mycelium.stages.ingest import IngestStage
+from mycelium.stages.runner import run_stage
+from mycelium.teacher import generation
+from mycelium.teacher.generation import generate_with_vllm, use_vllm
+from mycelium.teacher.tokens import prompt_tokens
 
 from ..conftest import SAMPLE, make_tiny_model
 
@@ -84,10 +84,12 @@ def test_vllm_cots_feed_capture_instead_of_hf_generate(monkeypatch, fake_vllm, t
     def no_hf(*a, **k):
         raise AssertionError("HF generate was called although vLLM made the CoT")
 
-    monkeypatch.setattr(capture_mod, "generate_cot", no_hf)
-    store, keys, summary = LocalStore(tmp_path / "s"), RunKeys("v"), StageSummary()
-    capture_problems(problems, 2, store, keys, tiny_teacher, cfg, HeadSet(tiny_teacher.n_layers, ((0, 0),)),
-                     summary, cots)
-    assert summary.n_out == 2
-    trace = store.get_json(keys.trace(problems[0].id))
+    monkeypatch.setattr(generation, "generate_cot", no_hf)
+    store = LocalStore(tmp_path / "s")
+    run_stage(IngestStage(store, "v", IngestConfig(limit=2), SAMPLE), progress=False)
+    stage = CaptureStage(store, "v", cfg.model_copy(update={"computing_heads": ((0, 0),)}), teacher=tiny_teacher,
+                         generated=cots)
+    stage.prepare()
+    assert run_stage(stage, progress=False).n_out == 2
+    trace = store.get_json(stage.keys.trace(problems[0].id))
     assert trace["cot_text"] == COT and trace["retokenized_equal"] is True and trace["truncated"] is False

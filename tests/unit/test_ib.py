@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from mycelium.config import DiscoverConfig
-from mycelium.discover import _memberships, cut, elbow_gain, surface_tension
-from mycelium.ib import anneal, critical_beta, smooth_labels
+from mycelium.core.config import DiscoverConfig
+from mycelium.templates.taxonomy import _memberships, cut, elbow_gain, surface_tension
+from mycelium.templates.ib import anneal, critical_beta, smooth_labels
 
 SETS = [[0], [1], [0, 2], [3, 4], [5], [6, 1]]
 

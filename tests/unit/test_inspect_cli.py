@@ -4,12 +4,12 @@ import io
 
 import pytest
 
-from mycelium.capture_stage import run_capture
+from mycelium.stages.capture import run_capture
 from mycelium.cli import main
-from mycelium.config import CaptureConfig, IngestConfig
-from mycelium.errors import MyceliumError
-from mycelium.inspect_chunk import inspect
-from mycelium.store import LocalStore
+from mycelium.core.config import CaptureConfig, IngestConfig
+from mycelium.core.errors import MyceliumError
+from mycelium.viz.inspect import inspect
+from mycelium.core.store import LocalStore
 
 from ..conftest import SAMPLE
 

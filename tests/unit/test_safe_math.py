@@ -5,8 +5,8 @@ import time
 import pytest
 import sympy
 
-from mycelium.expressions import find_expressions, label_expressions
-from mycelium.safe_math import ParseError, evaluate, op_labels, parse, pow_label
+from mycelium.mathlang.expressions import find_expressions, label_expressions
+from mycelium.mathlang.safe_math import ParseError, evaluate, op_labels, parse, pow_label
 
 
 @pytest.mark.parametrize("text,labels,value", [

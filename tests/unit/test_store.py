@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from mycelium.errors import MissingKeyError, StoreError
-from mycelium.store import LocalStore, S3Store, open_store
+from mycelium.core.errors import MissingKeyError, StoreError
+from mycelium.core.store import LocalStore, S3Store, open_store
 
 
 def test_roundtrip_list_exists(tmp_path):

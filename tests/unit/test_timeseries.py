@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from mycelium import signals
-from mycelium.analyze import find_boundaries
-from mycelium.config import AnalyzeConfig
-from mycelium.timeseries import boundary_match, heartbeats, prf, runs_above, smooth, snap
+from mycelium.analysis import signals
+from mycelium.analysis.boundaries import boundary_match, find_boundaries, prf
+from mycelium.core.config import AnalyzeConfig
+from mycelium.analysis.timeseries import heartbeats, runs_above, smooth, snap
 
 
 def block_rows(T=80, keys=40, cuts=(20, 41, 60), noise=0.02, seed=0):

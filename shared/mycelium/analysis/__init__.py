@@ -1,0 +1,1 @@
+"""From a chunk to steps: signals, time series, boundaries, heartbeats, grounding, clauses, number words. Pure."""

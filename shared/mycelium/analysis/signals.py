@@ -1,0 +1,87 @@
+"""The attention signals, defined once. Each works on numpy arrays and on torch tensors.
+
+Capture calls these on torch tensors where the full attention rows exist (on the
+accelerator); later stages call them on numpy arrays read from chunks. torch is
+never imported here, so Lambda stages need only numpy.
+
+Conventions: an attention "row" is the distribution of one query over keys,
+``rows[..., t, key]``. Generation-phase rows only: the queries are CoT tokens.
+All logs are natural: JSD is in nats, with maximum ln 2.
+
+The divergences and the entropy of a row are :mod:`mycelium.core.infotheory`'s.
+
+>>> import numpy as np
+>>> rows = np.array([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5]])  # [t, key]
+>>> [round(float(x), 4) for x in iaf(rows, np.array([True, False, False]))]
+[0.5, 0.0]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.infotheory import array_module, js
+
+Array = Any  # numpy.ndarray or torch.Tensor
+
+_EPS = 1e-12
+
+
+def _is_torch(x: Array) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _to_float(x: Array, like: Array) -> Array:
+    """Cast a bool/int array to ``like``'s float dtype."""
+    return x.to(like.dtype) if _is_torch(x) else x.astype(like.dtype)
+
+
+def renormalize(rows: Array, keep: Array) -> Array:
+    """Zero the keys where ``keep`` is False and renormalise each row to sum 1.
+
+    rows: [..., key]; keep: [key] bool. Attention sinks (first token, chat
+    template) are excluded this way before every other signal.
+    """
+    kept = rows * _to_float(keep, rows)
+    total = kept.sum(-1, keepdims=True) if not _is_torch(rows) else kept.sum(-1, keepdim=True)
+    xp = array_module(rows)
+    return kept / xp.where(total > _EPS, total, xp.ones_like(total))
+
+
+def iaf(rows: Array, problem: Array) -> Array:
+    """Input attention fraction: share of a (renormalised) row on problem keys.
+
+    rows: [..., t, key]; problem: [key] bool  ->  [..., t]
+    """
+    return (rows * _to_float(problem, rows)).sum(-1)
+
+
+def consecutive_jsd(rows: Array) -> Array:
+    """JSD between each row and the one before it.
+
+    rows: [..., t+1, key] (row 0 is the reference for the first) -> [..., t].
+    Causal rows already carry the zero that pads row t-1 at key t.
+    """
+    return js(rows[..., 1:, :], rows[..., :-1, :])
+
+
+def connectivity(rows: Array, threshold: float) -> Array:
+    """Number of keys whose weight exceeds ``threshold``. rows: [..., key] -> [...]"""
+    return _to_float(rows > threshold, rows).sum(-1)
+
+
+def received_attention(rows: Array) -> Array:
+    """Attention each key receives, summed over queries. rows: [..., t, key] -> [..., key]"""
+    return rows.sum(-2)
+
+
+def telegraph_score(iaf_trace: Array) -> Array:
+    """How strongly an IAF trace switches between reading the problem and not.
+
+    iaf_trace: [..., t] -> [...]: the standard deviation over t. A computing head's
+    IAF is a telegraph wave (high variance); a head that always or never reads the
+    problem is flat. Used to pick computing heads at calibration.
+    """
+    if _is_torch(iaf_trace):
+        return iaf_trace.std(-1, correction=0)
+    return iaf_trace.std(-1)

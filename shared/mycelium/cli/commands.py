@@ -1,0 +1,181 @@
+"""What each ``mycelium`` command does: build the stage's config from the options, run it, print the outcome.
+
+Exit status: 0 when the stage ran (some items may have failed: they are in the ledger and counted), 1 when
+every item it tried failed, 2 for an error before anything ran (a bad option, an unknown run).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..core.keys import RunKeys
+
+
+def capture_config(args, **runtime):
+    """The CaptureConfig of the dataset and teacher options (``capture`` and ``submit``)."""
+    from ..core.config import CaptureConfig
+
+    heads = None
+    if args.computing_heads:
+        heads = tuple(tuple(int(x) for x in pair.split(":")) for pair in args.computing_heads.split(","))
+    return CaptureConfig(teacher=args.teacher, cot=args.cot, max_new_tokens=args.max_new_tokens,
+                         n_computing_heads=args.n_computing_heads, computing_heads=heads,
+                         hidden_layer=args.hidden_layer, **runtime)
+
+
+def ingest_config(args, **extra):
+    from ..core.config import IngestConfig
+
+    return IngestConfig(limit=args.limit, dataset_format=args.format, **extra)
+
+
+def analyze_config(args, **runtime):
+    from ..core.config import AnalyzeConfig
+
+    fields = {k: v for k, v in {
+        "peak_prominence": args.peak_prominence, "peak_distance": args.peak_distance,
+        "heartbeat_threshold": args.heartbeat_threshold, "heartbeat_min_run": args.heartbeat_min_run,
+        "jsd_layers": tuple(int(x) for x in args.jsd_layers.split(",")) if args.jsd_layers else None,
+    }.items() if v is not None}
+    return AnalyzeConfig(**fields, **runtime)
+
+
+def discover_config(args, **runtime):
+    from ..core.config import DiscoverConfig
+
+    fields = {k: v for k, v in {"min_size": args.min_size, "gain": args.gain,
+                                "elbow": args.elbow or None}.items() if v is not None}
+    return DiscoverConfig(**fields, **runtime)
+
+
+def _store(args):
+    from ..core.store import open_store
+
+    return open_store(args.store)
+
+
+def _outcome(store, run: str, stage: str) -> int:
+    """Print the run summary; say where the ledger is when items failed; 1 when every item failed."""
+    from ..core.summary import format_summary, load_summary
+
+    summary = load_summary(store, RunKeys(run))
+    print(format_summary(summary))
+    st = summary.stages[stage]
+    if st.failed:
+        print(f"{st.failed} item(s) of {stage} failed: see {store.url}/{RunKeys(run).failures(stage)}", file=sys.stderr)
+    if st.all_failed:
+        print(f"mycelium {stage}: every item failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def capture(args) -> int:
+    from ..stages.capture import run_capture
+
+    store = _store(args)
+    result = run_capture(args.data, args.run, store, capture_config(args, device=args.device, progress=not args.no_progress),
+                         ingest_config(args))
+    code = _outcome(store, args.run, "capture")
+    print(f"computing heads: {result.calibration.computing_heads}")
+    print(f"outputs: {store.url}/{args.run}/")
+    return code
+
+
+def analyze(args) -> int:
+    from ..stages.analyze import AnalyzeStage
+    from ..stages.runner import run_stage
+
+    store = _store(args)
+    stage = AnalyzeStage(store, args.run, analyze_config(args, workers=args.workers, progress=not args.no_progress))
+    run_stage(stage, workers=stage.config.workers, progress=stage.config.progress)
+    code = _outcome(store, args.run, "analyze")
+    print(stage.report_text())
+    return code
+
+
+def aggregate(args) -> int:
+    from ..core.config import AggregateConfig
+    from ..core.keys import RUN_ITEM
+    from ..core.lineage import read_commit
+    from ..stages.aggregate import AggregateStage
+    from ..stages.runner import run_stage
+
+    store = _store(args)
+    stage = AggregateStage(store, args.run, AggregateConfig())
+    run_stage(stage, progress=False)
+    code = _outcome(store, args.run, "aggregate")
+    d = read_commit(store, stage.keys, stage.name, RUN_ITEM).detail
+    print(f"{d['steps']} steps x {d['dims']} dims, labels {d['vocab']} -> {store.url}/{args.run}/ib/")
+    return code
+
+
+def discover(args) -> int:
+    from ..stages.discover import DiscoverStage
+    from ..stages.runner import run_stage
+    from ..templates.taxonomy import format_tree
+
+    store = _store(args)
+    stage = DiscoverStage(store, args.run, discover_config(args, progress=not args.no_progress))
+    run_stage(stage, progress=False)
+    taxonomy = store.get_json(stage.keys("ib", "taxonomy.json"))
+    print(format_tree(taxonomy))
+    counts = ", ".join(f"{g}: {n}" for g, n in taxonomy["templates_at_gain"].items())
+    print(f"templates at gain {counts}; critical beta predicted {taxonomy['beta_c_predicted']:.3f}, "
+          f"first split at {taxonomy['beta_first_split'] or float('nan'):.3f}")
+    print(f"wrote {store.url}/{args.run}/ib/taxonomy.json, information_plane.png, gains.png")
+    return _outcome(store, args.run, "discover")
+
+
+def show(args) -> int:
+    from ..viz.show import show as show_problem
+
+    show_problem(_store(args), args.run, args.problem_id)
+    return 0
+
+
+def inspect(args) -> int:
+    from ..viz.inspect import inspect as inspect_problem
+
+    inspect_problem(_store(args), args.run, args.problem_id)
+    return 0
+
+
+def deploy(args) -> int:
+    from ..cloud.deploy import deploy as run_deploy
+    from ..cloud.deploy import deploy_command
+
+    argv = deploy_command(args.bucket, args.region, args.name, args.spot, args.max_vcpus, args.vllm, args.synth)
+    print("$ " + " ".join(argv), flush=True)
+    return run_deploy(argv)
+
+
+def submit(args) -> int:
+    from ..cloud.manifest import MapConfig, manifest_key, submit as submit_run
+    from ..core.store import open_store
+
+    store = open_store(args.store or f"s3://{args.bucket}/runs")
+    keys = RunKeys(args.run)
+    manifest = submit_run(
+        store, keys, args.data, ingest=ingest_config(args, shard_size=args.shard_size),
+        capture=capture_config(args, progress=False), discover=discover_config(args, progress=False),
+        map=MapConfig(max_concurrency=args.max_concurrency, tolerated_failure_percentage=args.tolerated_failure),
+    )
+    print(f"uploaded {store.url}/{keys(manifest.data)} (sha256 {manifest.data_sha256[:12]}) "
+          f"and {store.url}/{manifest_key(keys)}")
+    print(f"the manifest upload starts the run; follow it with: mycelium status {args.run} --bucket {args.bucket}")
+    return 0
+
+
+def status(args) -> int:
+    import boto3
+
+    from ..cloud.status import format_status, run_status, state_machine_arn
+    from ..core.store import open_store
+
+    sfn = boto3.client("stepfunctions", region_name=args.region)
+    store = open_store(args.store or f"s3://{args.bucket}/runs")
+    st = run_status(sfn, store, args.state_machine or state_machine_arn(sfn, args.name), args.run)
+    print(json.dumps(st, indent=2, default=str) if args.json else format_status(st))
+    ex = st["execution"]
+    return 1 if ex and ex["status"] in ("FAILED", "TIMED_OUT", "ABORTED") else 0

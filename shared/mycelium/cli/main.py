@@ -1,0 +1,145 @@
+"""The ``mycelium`` command line.
+
+    mycelium capture --data FILE [--limit N] [--cot reference|generate] [--store URL] [--run NAME]
+    mycelium inspect --run NAME PROBLEM_ID [--store URL]
+    mycelium analyze --run NAME [--store URL] [--workers N]
+    mycelium show --run NAME PROBLEM_ID [--store URL]
+    mycelium aggregate --run NAME [--store URL]
+    mycelium discover --run NAME [--gain 0.15 | --elbow] [--min-size 50] [--store URL]
+    mycelium deploy --bucket B [--region R] [--spot] [--max-vcpus N] [--vllm VERSION] [--synth]
+    mycelium submit --data FILE --run NAME --bucket B [--limit N] [--cot ...] [--teacher ...]
+    mycelium status NAME --bucket B [--region R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+
+from ..core import env
+from ..core.errors import MyceliumError
+from . import commands
+
+
+def _capture_options(p: argparse.ArgumentParser) -> None:
+    """The dataset and teacher options of ``capture`` (local) and ``submit`` (AWS)."""
+    p.add_argument("--data", required=True, help="JSONL file: GSM8K, MATH or {question, answer}")
+    p.add_argument("--format", default="auto", choices=["auto", "gsm8k", "math", "plain"])
+    p.add_argument("--limit", type=int, default=None, help="capture the first N good problems")
+    p.add_argument("--cot", default="reference", choices=["reference", "generate"],
+                   help="reference: the dataset's solution text; generate: greedy CoT from the teacher")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="token budget for generated CoT")
+    p.add_argument("--teacher", default="embedded", help="'embedded' (SmolLM2-135M-Instruct) or a local HF model "
+                                                          "dir (on AWS: a dir inside the capture image)")
+    p.add_argument("--n-computing-heads", type=int, default=8)
+    p.add_argument("--computing-heads", default=None, help="explicit heads 'layer:head,...' (skips calibration)")
+    p.add_argument("--hidden-layer", type=int, default=None)
+
+
+def _discover_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gain", type=float, default=None, help="operating point: keep splits with at least this gain (0.15)")
+    p.add_argument("--min-size", type=int, default=None, help="surface tension: smaller templates rejoin their parent (50)")
+    p.add_argument("--elbow", action="store_true", help="operating point at the elbow of the gain curve instead")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mycelium", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cap = sub.add_parser("capture", help="ingest a dataset and capture the teacher's attention, one chunk per problem")
+    _capture_options(cap)
+    cap.add_argument("--device", default="auto")
+    cap.add_argument("--store", default=None, help=f"runs/ (default, or ${env.STORE_URL}), file://DIR or s3://bucket/prefix")
+    cap.add_argument("--run", default="default", help="run name; outputs under <store>/<run>/")
+    cap.add_argument("--no-progress", action="store_true")
+    cap.set_defaults(func=commands.capture)
+
+    ins = sub.add_parser("inspect", help="print one problem's CoT with token boundaries and write an attention heat map")
+    ins.add_argument("problem_id")
+    ins.add_argument("--run", required=True)
+    ins.add_argument("--store", default=None)
+    ins.set_defaults(func=commands.inspect)
+    ana = sub.add_parser("analyze", help="map the per-chunk analysis over a run's chunks (one process per core)")
+    ana.add_argument("--run", required=True)
+    ana.add_argument("--store", default=None)
+    ana.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    ana.add_argument("--peak-prominence", type=float, default=None, help="JSD peak prominence, in trace std units")
+    ana.add_argument("--peak-distance", type=int, default=None, help="minimum tokens between boundaries")
+    ana.add_argument("--heartbeat-threshold", type=float, default=None)
+    ana.add_argument("--heartbeat-min-run", type=int, default=None)
+    ana.add_argument("--jsd-layers", default=None, help="comma-separated layers for the JSD trace (default: the first half)")
+    ana.add_argument("--no-progress", action="store_true")
+    ana.set_defaults(func=commands.analyze)
+
+    sho = sub.add_parser("show", help="one analysed problem: mapped spans (terminal + HTML) and a PNG of its traces")
+    sho.add_argument("problem_id")
+    sho.add_argument("--run", required=True)
+    sho.add_argument("--store", default=None)
+    sho.set_defaults(func=commands.show)
+    agg = sub.add_parser("aggregate", help="collect a run's labelled steps into the IB inputs (ib/steps.npz)")
+    agg.add_argument("--run", required=True)
+    agg.add_argument("--store", default=None)
+    agg.set_defaults(func=commands.aggregate)
+
+    dis = sub.add_parser("discover", help="operation templates by the Information Bottleneck (ib/taxonomy.json)")
+    dis.add_argument("--run", required=True)
+    dis.add_argument("--store", default=None)
+    _discover_options(dis)
+    dis.add_argument("--no-progress", action="store_true")
+    dis.set_defaults(func=commands.discover)
+
+    dep = sub.add_parser("deploy", help="deploy the AWS stacks (cdk deploy with Mycelium's context)")
+    dep.add_argument("--bucket", required=True, help="the runs bucket's globally unique name (created by the deploy)")
+    dep.add_argument("--region", default=None)
+    dep.add_argument("--name", default="mycelium", help="prefix of the functions and the state machine")
+    dep.add_argument("--spot", action="store_true", help="run capture on Spot g5 instances")
+    dep.add_argument("--max-vcpus", type=int, default=None, help="g5 capacity of the compute environment (64)")
+    dep.add_argument("--vllm", default=None, help="a vLLM version to install in the capture image")
+    dep.add_argument("--synth", action="store_true", help="only synthesize the templates (cdk synth)")
+    dep.set_defaults(func=commands.deploy)
+
+    sbm = sub.add_parser("submit", help="upload a dataset and its run manifest: on AWS the upload starts the run")
+    sbm.add_argument("--run", required=True)
+    sbm.add_argument("--bucket", required=True)
+    sbm.add_argument("--store", default=None, help="instead of s3://BUCKET/runs (e.g. a local directory)")
+    _capture_options(sbm)
+    sbm.add_argument("--shard-size", type=int, default=1000, help="problems per capture array element")
+    _discover_options(sbm)
+    sbm.add_argument("--max-concurrency", type=int, default=200, help="chunks analysed at once")
+    sbm.add_argument("--tolerated-failure", type=float, default=5.0, help="percent of chunks that may fail")
+    sbm.set_defaults(func=commands.submit)
+
+    sta = sub.add_parser("status", help="a cloud run's execution, its analyze map-run counts and its capture jobs")
+    sta.add_argument("run")
+    sta.add_argument("--bucket", required=True)
+    sta.add_argument("--region", default=None)
+    sta.add_argument("--name", default="mycelium")
+    sta.add_argument("--state-machine", default=None, help="ARN (default: the deployed <name>-pipeline)")
+    sta.add_argument("--store", default=None)
+    sta.add_argument("--json", action="store_true")
+    sta.set_defaults(func=commands.status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "accelerate", "botocore", "urllib3", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
+    try:
+        return args.func(args)
+    except (MyceliumError, ValueError) as e:
+        print(f"mycelium {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished chunks are kept and a rerun resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

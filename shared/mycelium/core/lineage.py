@@ -1,0 +1,106 @@
+"""Lineage: which configs made an output, so readers take only outputs of the run's current configs.
+
+A stage's *lineage* maps every stage it depends on, itself included, to that stage's config hash:
+``{"ingest": "…", "capture": "…", "analyze": "…"}``.
+
+- ``StageRecord`` (``stages/<stage>.json``): the stage's current config for the run and the stage it reads,
+  written when the stage begins (on AWS: from the run manifest, when the run starts). A stage's *current*
+  lineage is read along these records (:func:`current_lineage`), so a new analyze config makes every
+  aggregate and discover output made before it stale at once.
+- ``Commit`` (``commits/<stage>/<item>.json``): written after an item's outputs, last. It records the
+  lineage the item was made with and the SHA-256 of every output, so a reader can check both.
+
+A reader takes an upstream item only if its commit exists and its lineage equals the upstream stage's
+current lineage; every other item is skipped and counted with the reason (:func:`mismatch`).
+
+>>> mismatch({"capture": "aaa", "analyze": "bbb"}, {"capture": "aaa", "analyze": "ccc"})
+'made with analyze config ccc, current is bbb'
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import RunNotFoundError, StoreError
+from .keys import RunKeys
+from .store import Store
+
+Lineage = dict[str, str]
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class StageRecord(BaseModel):
+    """A stage's current config in a run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = 1
+    stage: str
+    after: str | None = Field(description="the stage whose outputs this one reads")
+    config: dict = Field(description="the config as JSON, runtime fields included")
+    config_hash: str = Field(description="the hash this stage contributes to lineages")
+    detail: dict = Field(default_factory=dict, description="what else pins the stage (the data's sha256, ...)")
+    at: str = Field(default_factory=_now)
+
+
+class Commit(BaseModel):
+    """One item's commit marker: written after its outputs; its presence means the outputs are complete."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = 1
+    stage: str
+    item: str
+    lineage: Lineage
+    outputs: dict[str, str] = Field(description="store key -> SHA-256 of the bytes written there")
+    counters: dict[str, int | float] = Field(default_factory=dict, description="summed into the run summary")
+    detail: dict = Field(default_factory=dict, description="small facts a reader may want without the outputs")
+    at: str = Field(default_factory=_now)
+
+
+def mismatch(current: Lineage, made_with: Lineage) -> str | None:
+    """Why an output made with ``made_with`` is not an output of ``current``, or None when it is."""
+    for stage in current:
+        if made_with.get(stage) != current[stage]:
+            return f"made with {stage} config {made_with.get(stage) or 'none'}, current is {current[stage]}"
+    extra = sorted(set(made_with) - set(current))
+    return f"made with stages {extra} this lineage does not have" if extra else None
+
+
+def read_record(store: Store, keys: RunKeys, stage: str) -> StageRecord:
+    """The stage's current record; RunNotFoundError (naming the command to run) when it has not begun."""
+    key = keys.stage_record(stage)
+    if not store.exists(key):
+        raise RunNotFoundError(f"run {keys.run!r} in {store.url} has no {stage} stage ({key} is missing): "
+                               f"run `mycelium {'capture' if stage in ('ingest', 'capture') else stage} "
+                               f"--run {keys.run}` first")
+    try:
+        return StageRecord.model_validate(store.get_json(key))
+    except (ValidationError, StoreError) as e:
+        raise StoreError(key, f"not a stage record: {str(e).splitlines()[0]}") from e
+
+
+def current_lineage(store: Store, keys: RunKeys, stage: str) -> Lineage:
+    """``stage``'s current lineage: the config hash of its record and of every record upstream of it."""
+    lineage: Lineage = {}
+    while stage is not None:
+        record = read_record(store, keys, stage)
+        lineage = {stage: record.config_hash, **lineage}
+        stage = record.after
+    return lineage
+
+
+def read_commit(store: Store, keys: RunKeys, stage: str, item: str) -> Commit | None:
+    """The item's commit, None when there is none. A corrupt one raises StoreError naming its key."""
+    key = keys.commit(stage, item)
+    if not store.exists(key):
+        return None
+    try:
+        return Commit.model_validate(store.get_json(key))
+    except (ValidationError, StoreError) as e:
+        raise StoreError(key, f"corrupt commit marker ({str(e).splitlines()[0]}); delete it to redo the item") from e

@@ -1,0 +1,12 @@
+"""Every format and definition version, in one place. Bump one when what it names changes meaning.
+
+A version that changes what a stage writes is part of that stage's config (``CaptureConfig.signals_version``),
+so it changes the config hash and, through lineage, marks every downstream output stale.
+"""
+
+#: mycelium.analysis.signals: 2 = the row of CoT token t is the query that produced it (position p-1+t).
+SIGNALS_VERSION = 2
+#: mycelium.records.chunk: the binary chunk layout.
+CHUNK_FORMAT_VERSION = 1
+#: mycelium.cloud.manifest.RunManifest.
+MANIFEST_VERSION = 1

@@ -1,0 +1,87 @@
+"""Final-answer extraction from a chain of thought, and grading with math-verify.
+
+Grading runs in a sandboxed subprocess (math-verify's own signal timeout is off;
+the process timeout is on), so a pathological answer cannot hang a stage.
+
+>>> extract_answer("so 3 + 4 = 7. The answer is \\\\boxed{7}.")
+'7'
+>>> extract_answer("48/2 = 24 ...\\n#### 72")
+'72'
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..core.sandbox import run_sandboxed
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_HASHES = re.compile(r"####\s*([^\n]+)")
+_ANSWER_IS = re.compile(r"answer is[:\s]*([^\n]+)", re.IGNORECASE)
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces matched."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth = 1
+    for j in range(i, len(text)):
+        c = text[j]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i:j].strip()
+    return None  # unbalanced: no answer rather than a wrong one
+
+
+def clean_number(s: str) -> str:
+    return s.replace(",", "").replace("$", "").strip().rstrip(".")
+
+
+def extract_answer(cot: str) -> str | None:
+    """The CoT's final answer: last \\boxed{}, else '#### x', else 'answer is x', else last number."""
+    boxed = last_boxed(cot)
+    if boxed:
+        return boxed
+    m = _HASHES.findall(cot)
+    if m:
+        return clean_number(m[-1])
+    m = _ANSWER_IS.findall(cot)
+    if m:
+        nums = _NUMBER.findall(m[-1])
+        return clean_number(nums[0]) if nums else m[-1].strip()
+    nums = _NUMBER.findall(cot)
+    return clean_number(nums[-1]) if nums else None
+
+
+def _verify(gold: str, pred: str) -> bool:
+    import logging
+
+    from math_verify import parse, verify
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled": the sandbox is the timeout
+    from math_verify.parser import ExprExtractionConfig, LatexExtractionConfig
+
+    configs = [LatexExtractionConfig(), ExprExtractionConfig()]
+    wrap = lambda s: s if "$" in s or "\\" not in s else f"${s}$"  # noqa: E731
+    g = parse(wrap(gold), extraction_config=configs, parsing_timeout=None)
+    p = parse(wrap(pred), extraction_config=configs, parsing_timeout=None)
+    return bool(g and p and verify(g, p, timeout_seconds=None))
+
+
+def grade(gold: str | None, pred: str | None, timeout_s: float = 5.0) -> tuple[bool | None, str | None]:
+    """(correct, note). ``None`` when there is no gold or no prediction, or grading failed."""
+    if gold is None:
+        return None, "no gold answer"
+    if pred is None:
+        return False, "no answer in CoT"
+    if clean_number(gold) == clean_number(pred):
+        return True, None
+    result = run_sandboxed(_verify, gold, pred, timeout_s=timeout_s)
+    if not result.ok:
+        return None, f"grading failed: {result.error}"
+    return result.value, None

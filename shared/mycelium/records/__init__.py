@@ -1,0 +1,1 @@
+"""Typed, versioned artifacts that cross stage boundaries: problems and dataset rows, traces, chunks, analysis."""

@@ -1,0 +1,157 @@
+"""Stage 2, capture (a map over problems): one teacher-forced pass each -> ``chunks/<pid>.npz`` + ``traces/<pid>.json``.
+
+Items run one at a time in this process (the teacher is loaded once, on the accelerator); each item's
+chunk and trace are written, then its commit, before the next problem is read, so memory stays flat
+however many problems a run has. The stage is pinned: a run has one capture config and teacher, and its
+computing heads are found once (:meth:`CaptureStage.prepare`, ``capture/calibration.json``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from ..core.config import CaptureConfig, IngestConfig
+from ..core.errors import ConfigError, MyceliumError
+from ..core.store import Store
+from ..core.summary import RunSummary, load_summary
+from ..records.capture import Calibration
+from ..records.chunk import encode_chunk
+from ..records.problems import Problem
+from .base import Outputs, SkipItem, Stage
+from .ingest import IngestStage
+from .problems import read_problems, shard_keys
+from .runner import run_stage
+
+log = logging.getLogger(__name__)
+
+
+class CaptureStage(Stage):
+    name = "capture"
+    after = "ingest"
+    pinned = True
+    config_type = CaptureConfig
+
+    def __init__(self, store: Store, run: str, config: CaptureConfig, teacher=None, generated: dict | None = None):
+        """``teacher``: an already loaded one (else the config's is loaded on first use);
+        ``generated``: problem id -> a CoT made beforehand (vLLM; see ``mycelium.teacher.generation``)."""
+        super().__init__(store, run, config)
+        self._teacher, self.generated = teacher, generated or {}
+        self._problems: dict[str, Problem] = {}
+
+    @cached_property
+    def teacher(self):
+        if self._teacher is None:
+            from ..teacher.model import load_teacher
+
+            self._teacher = load_teacher(self.config.teacher, self.config.device, self.config.dtype)
+        return self._teacher
+
+    def items(self, shards: list[str] | None = None) -> list[str]:
+        """The run's problems (or those of ``shards``), in shard order."""
+        problems = list(read_problems(self.store, self.keys, shards))
+        self._problems.update((p.id, p) for p in problems)
+        return [p.id for p in problems]
+
+    def prepare(self) -> Calibration:
+        """Once per run, before any problem: pin the config (``begin``) and find the computing heads."""
+        from ..teacher.calibration import calibrate
+        from ..teacher.tap import resolve_hidden_layer
+
+        self.begin()
+        resolve_hidden_layer(self.config, self.teacher.n_layers)  # a bad layer fails here, not once per problem
+        key = self.keys.calibration
+        if self.store.exists(key):
+            return Calibration.model_validate(self.store.get_json(key))
+        cfg = self.config
+        if cfg.computing_heads is not None:
+            cal = Calibration(problem_ids=[], scores=[], computing_heads=list(cfg.computing_heads),
+                              method="given in the config (computing_heads)")
+        elif cfg.n_computing_heads == 0:
+            cal = Calibration(problem_ids=[], scores=[], computing_heads=[], method="none (n_computing_heads=0)")
+        else:
+            first = list(read_problems(self.store, self.keys, shard_keys(self.store, self.keys)[:1]))
+            cal = calibrate(self.teacher, first[: cfg.calibration_problems], cfg, self.teacher.prompt_parts())
+        t = self.teacher
+        bad = [(l, h) for l, h in cal.computing_heads if l >= t.n_layers or h >= t.n_heads]
+        if bad:
+            raise ConfigError(f"computing_heads {bad} out of range for {t.n_layers} layers x {t.n_heads} heads")
+        log.info("computing heads: %s (%s)", cal.computing_heads, cal.method)
+        self.store.put_json(key, cal.model_dump(mode="json"))
+        return cal
+
+    @cached_property
+    def head_set(self):
+        from ..teacher.tap import HeadSet
+
+        key = self.keys.calibration
+        if not self.store.exists(key):
+            raise MyceliumError(f"run {self.keys.run!r} has no {key}: prepare the capture first")
+        heads = Calibration.model_validate(self.store.get_json(key)).computing_heads
+        return HeadSet(self.teacher.n_layers, tuple(tuple(h) for h in heads))
+
+    def problem(self, pid: str) -> Problem:
+        if not self._problems:
+            self.items()
+        if pid not in self._problems:
+            raise SkipItem("not among the run's problems (ingest)")
+        return self._problems[pid]
+
+    def process(self, pid: str) -> Outputs:
+        from ..teacher.capture import capture_problem
+
+        problem = self.problem(pid)
+        trace, chunk = capture_problem(self.teacher, problem, self.config, self.head_set,
+                                       self.teacher.prompt_parts(), self.config_hash(), self.generated.get(pid))
+        data = encode_chunk(chunk)
+        k = self.keys
+        return Outputs(
+            files={k.trace(pid): trace.model_dump_json().encode(), k.chunk(pid): data},
+            counters={"chunk_bytes": len(data), "cot_tokens": trace.t_gen, "problem_tokens": len(trace.problem_offsets),
+                      "truncated": int(trace.truncated), "correct": int(trace.correct is True),
+                      "graded": int(trace.correct is not None)},
+            detail={"model_id": self.teacher.model_id, "t_gen": trace.t_gen, "n_problem_tokens": len(trace.problem_offsets),
+                    "arrays": {n: list(a.shape) for n, a in chunk.arrays().items()}},
+        )
+
+
+def problem_token_budget(teacher, cfg: CaptureConfig) -> int:
+    """Tokens a problem may have: the context less the template and, when generating, the CoT budget."""
+    prefix, suffix = teacher.prompt_parts()
+    template = len(teacher.tokenizer(prefix + suffix, add_special_tokens=False)["input_ids"])
+    cot = cfg.max_new_tokens if cfg.cot == "generate" else 0
+    budget = teacher.context_len - template - cot
+    if budget < 1:
+        raise ConfigError(f"max_new_tokens={cfg.max_new_tokens} leaves no room for the problem in a "
+                          f"{teacher.context_len}-token context")
+    return budget
+
+
+@dataclass
+class CaptureResult:
+    summary: RunSummary
+    calibration: Calibration
+
+
+def run_capture(data: str | Path, run: str, store: Store, cfg: CaptureConfig, ingest_cfg: IngestConfig,
+                teacher=None) -> CaptureResult:
+    """``mycelium capture``: ingest ``data`` into run ``run``, then capture every problem of the run."""
+    if not Path(data).is_file():
+        raise MyceliumError(f"--data {data}: no such file")
+    capture = CaptureStage(store, run, cfg, teacher=teacher)
+    t = capture.teacher
+    from ..teacher.tap import resolve_hidden_layer
+
+    resolve_hidden_layer(cfg, t.n_layers)  # before ingest writes anything
+    counter = lambda text: len(t.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    ingest = IngestStage(store, run, ingest_cfg, data, token_counter=counter,
+                         max_tokens=cfg.max_problem_tokens or problem_token_budget(t, cfg))
+    if store.exists(capture.keys.stage_record(capture.name)):
+        capture.begin()  # pinned: another capture config is refused before ingest writes anything
+    run_stage(ingest, progress=False)
+    calibration = capture.prepare()
+    run_stage(capture, progress=cfg.progress)
+    return CaptureResult(summary=load_summary(store, capture.keys), calibration=calibration)
+

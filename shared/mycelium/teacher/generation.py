@@ -1,0 +1,100 @@
+"""Chain-of-thought generation: Hugging Face ``generate`` per problem, or vLLM for a whole shard on a GPU.
+
+Capture needs the CoT first and attention second (one teacher-forced pass with
+eager attention). With vLLM the whole shard's CoTs are generated in one batched
+call, the engine is freed, and only then is the eager Hugging Face teacher
+loaded, so the two never share the GPU. Greedy decoding with the chat prompt
+token for token as the HF path builds it (``teacher.tokens.prompt_tokens``); the text
+is decoded with the teacher's tokenizer, and capture re-tokenizes it as it does
+for HF output. Without vLLM, capture generates with HF ``generate`` per problem.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import logging
+from dataclasses import dataclass
+
+from ..core.config import CaptureConfig
+from ..records.problems import Problem
+from .tokens import Tokens
+
+log = logging.getLogger(__name__)
+
+
+def generate_cot(teacher, tokens: Tokens, max_new_tokens: int) -> tuple[str, list[int], bool]:
+    """Greedy CoT from the chat prompt: (text, generated ids without EOS, truncated)."""
+    import torch
+
+    ids = torch.tensor([tokens.prompt_ids], device=teacher.device)
+    eos = teacher.eos_ids()
+    with torch.no_grad():
+        out = teacher.model.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
+            temperature=None, top_p=None, top_k=None, eos_token_id=eos,
+            pad_token_id=teacher.tokenizer.pad_token_id if teacher.tokenizer.pad_token_id is not None else eos[0],
+        )
+    new = out[0, ids.shape[1]:].tolist()
+    hit_eos = bool(new) and new[-1] in eos
+    if hit_eos:
+        new = new[:-1]
+    text = teacher.tokenizer.decode(new, skip_special_tokens=True)
+    return text, new, (not hit_eos and len(new) >= max_new_tokens)
+
+
+@dataclass(frozen=True)
+class GeneratedCot:
+    text: str
+    ids: list[int]  # generated token ids, without the end-of-turn token
+    truncated: bool
+
+
+def use_vllm(cfg: CaptureConfig) -> bool:
+    """True when the run generates its CoT, vLLM is importable, and CUDA is there."""
+    if cfg.cot != "generate" or cfg.device == "cpu" or importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def generate_with_vllm(cfg: CaptureConfig, problems: list[Problem]) -> dict[str, GeneratedCot]:
+    """Greedy CoTs for ``problems`` (problem id -> CoT), in one batched vLLM call."""
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    from .model import Teacher, model_dir
+    from .tokens import prompt_tokens
+
+    path = model_dir(cfg.teacher)
+    shell = Teacher(model=None, tokenizer=AutoTokenizer.from_pretrained(path, local_files_only=True),
+                    model_id=cfg.teacher)  # tokenizer only: prompt_parts and eos_ids need no weights
+    parts, eos = shell.prompt_parts(), shell.eos_ids()
+    prompts = [{"prompt_token_ids": prompt_tokens(shell, p.question, parts).prompt_ids} for p in problems]
+    dtype = "auto" if cfg.dtype == "auto" else cfg.dtype
+    llm = LLM(model=str(path), tokenizer=str(path), dtype=dtype, seed=0, gpu_memory_utilization=0.85)
+    try:
+        params = SamplingParams(temperature=0.0, max_tokens=cfg.max_new_tokens, stop_token_ids=eos)
+        outputs = llm.generate(prompts, params, use_tqdm=cfg.progress)
+    finally:
+        del llm  # free the GPU for the eager teacher
+        gc.collect()
+        _empty_cuda_cache()
+    cots = {}
+    for problem, out in zip(problems, outputs, strict=True):
+        ids = list(out.outputs[0].token_ids)
+        hit_eos = bool(ids) and ids[-1] in eos
+        if hit_eos:
+            ids = ids[:-1]
+        text = shell.tokenizer.decode(ids, skip_special_tokens=True)
+        cots[problem.id] = GeneratedCot(text=text, ids=ids, truncated=not hit_eos and len(ids) >= cfg.max_new_tokens)
+    log.info("vLLM generated %d chains of thought", len(cots))
+    return cots
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,1 @@
+"""For people: `mycelium show` (steps over the problem text), `mycelium inspect` (token boundaries, heat map), plots."""
