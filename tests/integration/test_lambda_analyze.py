@@ -71,3 +71,20 @@ def test_map_then_reduce_handlers_build_the_taxonomy(s3_run):
     out = load_handler("discover").handler(json.loads((fixtures / "discover.json").read_text()), None)
     assert out["templates"] >= 1 and store.exists(out["taxonomy_key"])
     assert store.get_json("lambda-run/ib/taxonomy.json")["n_templates"] == out["templates"]
+
+
+def test_the_lambda_path_writes_and_clears_the_same_ledger(s3_run):
+    from mycelium.stages.base import ItemFailed
+
+    store, handler = s3_run
+    pid = next(store.list("lambda-run/commits/capture/")).split("/")[-1][:-5]
+    event = {"run": "lambda-run", "item_key": f"runs/lambda-run/commits/capture/{pid}.json"}
+    good = store.get(f"lambda-run/chunks/{pid}.npz")
+    store.put(f"lambda-run/chunks/{pid}.npz", b"truncated upload")
+    with pytest.raises(ItemFailed, match=f"analyze {pid}: IntegrityError"):  # the Distributed Map counts it failed
+        handler.handler(event, None)
+    assert "changed since capture committed it" in store.get_json(f"lambda-run/failures/analyze/{pid}.json")["reason"]
+    store.put(f"lambda-run/chunks/{pid}.npz", good)
+    assert handler.handler(event, None)["status"] == "done"
+    assert not store.exists(f"lambda-run/failures/analyze/{pid}.json")  # cleared on success, as locally
+    assert handler.handler(event, None) == {"item": pid, "status": "skipped", "reason": "already done"}

@@ -209,6 +209,7 @@ def test_a_submitted_run_goes_through_every_stage(engine, tiny_teacher_dir, tmp_
            capture=CaptureConfig(teacher=str(tiny_teacher_dir), n_computing_heads=2, calibration_problems=1,
                                  device="cpu", progress=False),
            analyze=AnalyzeConfig(progress=False), discover=DiscoverConfig(min_size=2, progress=False))
+    store.put(f"{run}/chunks/p000000000000.npz", b"half an upload, never committed")  # must never be an item
 
     desc = run_to_end(engine, run)
 
@@ -223,8 +224,8 @@ def test_a_submitted_run_goes_through_every_stage(engine, tiny_teacher_dir, tmp_
     # Every stage's outputs are in the moto bucket.
     keys = RunKeys(run)
     listed = set(store.list(f"{run}/"))
-    pids = sorted(k.split("/")[-1][:-4] for k in listed if k.startswith(keys("chunks")) and k.endswith(".npz"))
-    assert len(pids) == 3
+    pids = sorted(k.split("/")[-1][:-5] for k in listed if k.startswith(keys.commits("capture")))
+    assert len(pids) == 3 and "p000000000000" not in pids
     for pid in pids:
         for key in (keys.commit("capture", pid), keys.trace(pid), keys.signals(pid), keys.steps(pid),
                     keys.commit("analyze", pid)):
@@ -236,8 +237,9 @@ def test_a_submitted_run_goes_through_every_stage(engine, tiny_teacher_dir, tmp_
     assert {keys.calibration, keys("ib", "steps.npz"), keys("ib", "taxonomy.json")} <= listed
     status = store.get_json(keys("status", "run.json"))
     assert status["state"] == "succeeded" and status["outputs"]["discover"]["templates"] >= 1
-    # The Distributed Map read the 3 capture commits, analysed 3, and wrote its results to S3.
+    # The Distributed Map read the 3 capture commits (not the stray chunk), analysed 3, wrote its results to S3.
     assert engine["lambda"].calls.count("analyze") == 3
+    assert not store.exists(keys.commit("analyze", "p000000000000"))
     # The map stages' lines of the run summary are tallied from their commits and ledger at the end.
     stages = status["outputs"]["stages"]
     assert stages["capture"]["n_out"] == stages["analyze"]["n_out"] == 3 and stages["analyze"]["failed"] == 0

@@ -10,7 +10,8 @@ from mycelium.analysis import signals
 from mycelium.core.infotheory import entropy
 from mycelium.teacher.capture import capture_problem
 from mycelium.teacher.tap import HeadSet
-from mycelium.teacher.tokens import build_tokens, prompt_tokens
+from mycelium.teacher.generation import build_tokens
+from mycelium.teacher.tokens import prompt_tokens
 from mycelium.core.config import CaptureConfig
 from mycelium.records.datasets import read_dataset
 from mycelium.core.errors import AttentionUnavailableError, TeacherError

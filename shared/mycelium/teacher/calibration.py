@@ -13,7 +13,7 @@ from ..records.capture import Calibration
 from ..records.problems import Problem
 from .model import Teacher
 from .tap import HeadSet, forward_signals
-from .tokens import build_tokens
+from .generation import build_tokens
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from ..records.chunk import Chunk
 from ..records.problems import Problem
 from .model import Teacher
 from .tap import HeadSet, forward_signals, resolve_hidden_layer
-from .tokens import build_tokens
+from .generation import build_tokens
 
 
 def capture_problem(teacher: Teacher, problem: Problem, cfg: CaptureConfig, head_set: HeadSet,

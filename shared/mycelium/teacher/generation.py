@@ -17,13 +17,15 @@ import logging
 from dataclasses import dataclass
 
 from ..core.config import CaptureConfig
+from ..core.errors import CaptureError
 from ..records.problems import Problem
-from .tokens import Tokens
+from .model import Teacher
+from .tokens import Tokens, prompt_tokens, tokenize
 
 log = logging.getLogger(__name__)
 
 
-def generate_cot(teacher, tokens: Tokens, max_new_tokens: int) -> tuple[str, list[int], bool]:
+def generate_cot(teacher: Teacher, tokens: Tokens, max_new_tokens: int) -> tuple[str, list[int], bool]:
     """Greedy CoT from the chat prompt: (text, generated ids without EOS, truncated)."""
     import torch
 
@@ -65,7 +67,6 @@ def generate_with_vllm(cfg: CaptureConfig, problems: list[Problem]) -> dict[str,
     from vllm import LLM, SamplingParams
 
     from .model import Teacher, model_dir
-    from .tokens import prompt_tokens
 
     path = model_dir(cfg.teacher)
     shell = Teacher(model=None, tokenizer=AutoTokenizer.from_pretrained(path, local_files_only=True),
@@ -98,3 +99,30 @@ def _empty_cuda_cache() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def build_tokens(teacher: Teacher, problem: Problem, cfg: CaptureConfig, parts: tuple[str, str],
+                 generated=None) -> tuple[Tokens, dict]:
+    """Prompt + CoT tokens (generated or reference) and CoT facts for the trace.
+
+    ``generated`` is a CoT made beforehand (``generation.GeneratedCot``, e.g. by vLLM); else HF generates it.
+    """
+    tokens = prompt_tokens(teacher, problem.question, parts)
+    facts: dict = {"truncated": False, "retokenized_equal": None}
+    if cfg.cot == "reference":
+        if not problem.solution:
+            raise CaptureError(problem.id, "--cot reference, but the problem has no reference solution")
+        cot_text = problem.solution
+    else:
+        if generated is not None:
+            cot_text, gen_ids, truncated = generated.text, generated.ids, generated.truncated
+        else:
+            cot_text, gen_ids, truncated = generate_cot(teacher, tokens, cfg.max_new_tokens)
+        facts["truncated"] = truncated
+    tokens.cot_ids, tokens.cot_offsets = tokenize(teacher.tokenizer, cot_text)
+    if cfg.cot == "generate":
+        facts["retokenized_equal"] = tokens.cot_ids == gen_ids
+    if not tokens.cot_ids:
+        raise CaptureError(problem.id, "empty chain of thought")
+    facts["cot_text"] = cot_text
+    return tokens, facts
