@@ -26,15 +26,16 @@ SAMPLE = ROOT / "shared" / "mycelium" / "data" / "sample_problems.jsonl"
 
 
 def main() -> int:
-    from mycelium.analyze import analyze
-    from mycelium.analyze_stage import captured_ids, run_analyze
-    from mycelium.artifacts import Trace
-    from mycelium.stages.capture import run_capture
-    from mycelium.records.chunk import decode_chunk
+    from mycelium.analysis.analyze import analyze
     from mycelium.core.config import AnalyzeConfig, CaptureConfig, IngestConfig
-    from mycelium.mathlang.expressions import find_expressions, label_expressions
-    from mycelium.core.keys import RunKeys
+    from mycelium.core.keys import RunKeys, item_of_commit
     from mycelium.core.store import LocalStore, open_store
+    from mycelium.mathlang.expressions import find_expressions, label_expressions
+    from mycelium.records.capture import Trace
+    from mycelium.records.chunk import decode_chunk
+    from mycelium.stages.analyze import AnalyzeStage
+    from mycelium.stages.capture import run_capture
+    from mycelium.stages.runner import run_stage
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--store", default=None)
@@ -51,7 +52,7 @@ def main() -> int:
             print(f"capturing {args.n} problems of {data} with the embedded teacher ...", flush=True)
             run_capture(data, run, store, CaptureConfig(progress=False), IngestConfig(limit=args.n))
         keys = RunKeys(run)
-        pids = captured_ids(store, keys)[: args.n]
+        pids = [item_of_commit(k) for k in store.list(keys.commits("capture"))][: args.n]
         items = [(Trace.model_validate(store.get_json(keys.trace(p))), decode_chunk(store.get(keys.chunk(p)))) for p in pids]
         arrays = [a for _, c in items for a in c.arrays().values()]
         mb = sum(a.nbytes for a in arrays) / 2**20
@@ -83,14 +84,18 @@ def main() -> int:
               f"(analysis at {100 * (mb / full) / (mb / copy_s):.2f}% of copy bandwidth)")
 
         for workers in sorted({1, os.cpu_count() or 1}):
-            st = LocalStore(Path(tmp) / f"pool{workers}")
-            for p in pids:
-                for key in (keys.trace(p), keys.chunk(p), keys.manifest(p)):
-                    st.put(key, store.get(key))
+            st = LocalStore(Path(tmp) / f"pool{workers}")  # the run's records and the N chunks, nothing analysed
+            needed = [k for k in store.list(keys("stages", "")) if not k.endswith(("analyze.json", "aggregate.json",
+                                                                                   "discover.json"))]
+            needed += [*store.list(keys.commits("ingest")), *store.list(keys("problems", ""))]
+            needed += [k for p in pids for k in (keys.trace(p), keys.chunk(p), keys.commit("capture", p))]
+            for key in needed:
+                st.put(key, store.get(key))
             t0 = time.perf_counter()
-            summary = run_analyze(st, run, AnalyzeConfig(workers=workers, progress=False))
+            summary = run_stage(AnalyzeStage(st, run, AnalyzeConfig(progress=False)), items=pids, workers=workers,
+                                progress=False)
             wall = time.perf_counter() - t0
-            out = summary.stages["analyze"].n_out
+            out = summary.n_out
             print(f"pool, {workers} worker(s): {wall:.1f} s wall for {out} chunks = "
                   f"{1000 * wall * workers / out:.1f} ms per chunk per core (store I/O and worker start included)")
     finally:

@@ -18,15 +18,14 @@ import numpy as np
 
 
 def main() -> int:
-    from mycelium.analysis.boundaries import boundary_match, find_boundaries, prf, reference_boundaries, word_starts
-    from mycelium.analyze_stage import captured_ids
-    from mycelium.artifacts import Trace
-    from mycelium.records.chunk import decode_chunk
+    from mycelium.analysis.boundaries import boundary_match, find_boundaries, prf, reference_boundaries
+    from mycelium.analysis.text import word_starts
     from mycelium.core.config import AnalyzeConfig
-    from mycelium.mathlang.expressions import find_expressions
-    from mycelium.core.keys import RunKeys
+    from mycelium.core.keys import RunKeys, item_of_commit
     from mycelium.core.store import open_store
-    from mycelium.timeseries import boundary_match, prf
+    from mycelium.mathlang.expressions import find_expressions
+    from mycelium.records.capture import Trace
+    from mycelium.records.chunk import decode_chunk
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", required=True)
@@ -34,7 +33,7 @@ def main() -> int:
     args = ap.parse_args()
     store, keys = open_store(args.store), RunKeys(args.run)
     rows = []
-    for pid in captured_ids(store, keys):
+    for pid in (item_of_commit(k) for k in store.list(keys.commits("capture"))):
         trace = Trace.model_validate(store.get_json(keys.trace(pid)))
         chunk = decode_chunk(store.get(keys.chunk(pid)))
         offsets = np.asarray(trace.cot_offsets).reshape(-1, 2)

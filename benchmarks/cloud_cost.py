@@ -66,13 +66,19 @@ def main() -> int:
     import boto3
     from moto import mock_aws
 
+    from mycelium.core.config import AggregateConfig, AnalyzeConfig, DiscoverConfig
+    from mycelium.core.keys import RunKeys, item_of_commit
     from mycelium.core.store import open_store
+    from mycelium.stages.aggregate import AggregateStage
+    from mycelium.stages.analyze import AnalyzeStage
+    from mycelium.stages.discover import DiscoverStage
     from stacks.processing import STAGES
     from tests.conftest import load_handler
 
     store_url, run = _local_run(args)
     local = open_store(store_url)
-    pids = sorted(k.split("/")[-1][:-5] for k in local.list(f"{run}/chunks/") if k.endswith(".json"))[: args.n]
+    keys = RunKeys(run)
+    pids = sorted(item_of_commit(k) for k in local.list(keys.commits("capture")))[: args.n]
     for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
                  "MYCELIUM_STORE": f"s3://{BUCKET}/runs"}.items():
         os.environ[k] = v
@@ -80,16 +86,23 @@ def main() -> int:
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         s3 = open_store(f"s3://{BUCKET}/runs")
         capture_bytes = 0
+        for key in [keys.stage_record("ingest"), keys.stage_record("capture"), *local.list(keys.commits("ingest")),
+                    *local.list(keys("problems", ""))]:
+            s3.put(key, local.get(key))
         for pid in pids:
-            for key in (f"{run}/chunks/{pid}.npz", f"{run}/chunks/{pid}.json", f"{run}/traces/{pid}.json"):
+            for key in (keys.chunk(pid), keys.commit("capture", pid), keys.trace(pid)):
                 blob = local.get(key)
                 capture_bytes += len(blob)
                 s3.put(key, blob)
+        # as a cloud run's start does (mycelium.cloud.run.start_run): the later stages' records
+        for stage in (AnalyzeStage(s3, run, AnalyzeConfig(progress=False)), AggregateStage(s3, run, AggregateConfig()),
+                      DiscoverStage(s3, run, DiscoverConfig(progress=False))):
+            stage.begin()
         analyze = load_handler("analyze").handler
         times = []
         for pid in pids:
             t0 = time.perf_counter()
-            analyze({"run": run, "chunk_key": f"runs/{run}/chunks/{pid}.npz"})
+            analyze({"run": run, "item_key": f"runs/{keys.commit('capture', pid)}"})
             times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         agg = load_handler("aggregate").handler({"run": run})
@@ -107,8 +120,8 @@ def main() -> int:
     gb = {s: spec.memory_mb / 1024 for s, spec in STAGES.items()}
     lam = {"analyze": N * ms / 1000 * gb["analyze"], "aggregate": t_agg * (N / n) * gb["aggregate"],
            "discover": t_dis * scale * gb["discover"]}
-    # transitions: main path ~10 states; each map child: .npz item 3 (Choice, Task, end), manifest item 2
-    transitions = 10 + 3 * N + 2 * N
+    # transitions: main path ~10 states; each map child (one per capture commit): its Task and its end
+    transitions = 10 + 2 * N
     chunk_per_problem = capture_bytes / n
     s3_bytes = N * (chunk_per_problem + out_bytes / n) + ib_bytes * (N / n)
     gpu_h = N / args.capture_rate / 3600
@@ -119,14 +132,14 @@ def main() -> int:
          f"{lam['aggregate']:,.0f} GB-s", lam["aggregate"] * PRICES["lambda_gb_s"]),
         ("discover Lambda", f"{t_dis:.2f} s for {n}, x (N/n)^{args.ib_exponent}", f"{lam['discover']:,.0f} GB-s",
          lam["discover"] * PRICES["lambda_gb_s"]),
-        ("Step Functions", "10 + 3 per chunk item + 2 per manifest item", f"{transitions:,} transitions",
+        ("Step Functions", "10 + 2 per committed chunk", f"{transitions:,} transitions",
          transitions * PRICES["sfn_transition"]),
         ("Batch capture (g5.xlarge)", f"{N:,} / {args.capture_rate} problems/s", f"{gpu_h:.2f} GPU-h",
          gpu_h * PRICES["g5_xlarge_hour"]),
         ("S3 storage", f"{chunk_per_problem / 1e6:.2f} MB/problem captured + {out_bytes / n / 1e3:.1f} KB analysed",
          f"{s3_bytes / 1e9:.2f} GB", s3_bytes / 1e9 * PRICES["s3_gb_month"]),
-        ("S3 requests", "capture 3 PUT, analyze 3 GET + 2 PUT per problem", f"{8 * N:,} requests",
-         N * (5 * PRICES["s3_put"] + 3 * PRICES["s3_get"])),
+        ("S3 requests", "capture 3 PUT; analyze 4 GET, 3 PUT (+1 DELETE, free) per problem",
+         f"{11 * N:,} requests", N * (6 * PRICES["s3_put"] + 4 * PRICES["s3_get"])),
     ]
     print(f"measured on {n} chunks of run {run!r}; costed for {N:,} problems")
     print(f"{'item':28} {'basis':58} {'quantity':>18} {'USD':>8}")

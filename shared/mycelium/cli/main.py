@@ -45,6 +45,17 @@ def _discover_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--elbow", action="store_true", help="operating point at the elbow of the gain curve instead")
 
 
+def _on_run(sub, name: str, func, help: str, problem: bool = False) -> argparse.ArgumentParser:
+    """A command that works on one run of a store (and, with ``problem``, one problem of it)."""
+    p = sub.add_parser(name, help=help)
+    if problem:
+        p.add_argument("problem_id")
+    p.add_argument("--run", required=True)
+    p.add_argument("--store", default=None, help=f"runs/ (default, or ${env.STORE_URL}), file://DIR or s3://bucket/prefix")
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mycelium", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -58,14 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--no-progress", action="store_true")
     cap.set_defaults(func=commands.capture)
 
-    ins = sub.add_parser("inspect", help="print one problem's CoT with token boundaries and write an attention heat map")
-    ins.add_argument("problem_id")
-    ins.add_argument("--run", required=True)
-    ins.add_argument("--store", default=None)
-    ins.set_defaults(func=commands.inspect)
-    ana = sub.add_parser("analyze", help="map the per-chunk analysis over a run's chunks (one process per core)")
-    ana.add_argument("--run", required=True)
-    ana.add_argument("--store", default=None)
+    _on_run(sub, "inspect", commands.inspect, "print one problem's CoT with token boundaries and write an attention "
+            "heat map", problem=True)
+    ana = _on_run(sub, "analyze", commands.analyze, "map the per-chunk analysis over a run's chunks (one process per core)")
     ana.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     ana.add_argument("--peak-prominence", type=float, default=None, help="JSD peak prominence, in trace std units")
     ana.add_argument("--peak-distance", type=int, default=None, help="minimum tokens between boundaries")
@@ -73,24 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--heartbeat-min-run", type=int, default=None)
     ana.add_argument("--jsd-layers", default=None, help="comma-separated layers for the JSD trace (default: the first half)")
     ana.add_argument("--no-progress", action="store_true")
-    ana.set_defaults(func=commands.analyze)
-
-    sho = sub.add_parser("show", help="one analysed problem: mapped spans (terminal + HTML) and a PNG of its traces")
-    sho.add_argument("problem_id")
-    sho.add_argument("--run", required=True)
-    sho.add_argument("--store", default=None)
-    sho.set_defaults(func=commands.show)
-    agg = sub.add_parser("aggregate", help="collect a run's labelled steps into the IB inputs (ib/steps.npz)")
-    agg.add_argument("--run", required=True)
-    agg.add_argument("--store", default=None)
-    agg.set_defaults(func=commands.aggregate)
-
-    dis = sub.add_parser("discover", help="operation templates by the Information Bottleneck (ib/taxonomy.json)")
-    dis.add_argument("--run", required=True)
-    dis.add_argument("--store", default=None)
+    _on_run(sub, "show", commands.show, "one analysed problem: mapped spans (terminal + HTML) and a PNG of its traces",
+            problem=True)
+    _on_run(sub, "aggregate", commands.aggregate, "collect a run's labelled steps into the IB inputs (ib/steps.npz)")
+    dis = _on_run(sub, "discover", commands.discover, "operation templates by the Information Bottleneck "
+                  "(ib/taxonomy.json)")
     _discover_options(dis)
     dis.add_argument("--no-progress", action="store_true")
-    dis.set_defaults(func=commands.discover)
 
     dep = sub.add_parser("deploy", help="deploy the AWS stacks (cdk deploy with Mycelium's context)")
     dep.add_argument("--bucket", required=True, help="the runs bucket's globally unique name (created by the deploy)")

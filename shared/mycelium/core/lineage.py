@@ -23,7 +23,7 @@ import datetime as _dt
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import RunNotFoundError, StoreError
+from .errors import MissingKeyError, RunNotFoundError, StoreError
 from .keys import RunKeys
 from .store import Store
 
@@ -75,12 +75,12 @@ def mismatch(current: Lineage, made_with: Lineage) -> str | None:
 def read_record(store: Store, keys: RunKeys, stage: str) -> StageRecord:
     """The stage's current record; RunNotFoundError (naming the command to run) when it has not begun."""
     key = keys.stage_record(stage)
-    if not store.exists(key):
-        raise RunNotFoundError(f"run {keys.run!r} in {store.url} has no {stage} stage ({key} is missing): "
-                               f"run `mycelium {'capture' if stage in ('ingest', 'capture') else stage} "
-                               f"--run {keys.run}` first")
     try:
         return StageRecord.model_validate(store.get_json(key))
+    except MissingKeyError:
+        raise RunNotFoundError(f"run {keys.run!r} in {store.url} has no {stage} stage ({key} is missing): "
+                               f"run `mycelium {'capture' if stage in ('ingest', 'capture') else stage} "
+                               f"--run {keys.run}` first") from None
     except (ValidationError, StoreError) as e:
         raise StoreError(key, f"not a stage record: {str(e).splitlines()[0]}") from e
 
@@ -98,9 +98,9 @@ def current_lineage(store: Store, keys: RunKeys, stage: str) -> Lineage:
 def read_commit(store: Store, keys: RunKeys, stage: str, item: str) -> Commit | None:
     """The item's commit, None when there is none. A corrupt one raises StoreError naming its key."""
     key = keys.commit(stage, item)
-    if not store.exists(key):
-        return None
     try:
         return Commit.model_validate(store.get_json(key))
+    except MissingKeyError:  # one request, not a HEAD and a GET: it runs for every item of a map
+        return None
     except (ValidationError, StoreError) as e:
         raise StoreError(key, f"corrupt commit marker ({str(e).splitlines()[0]}); delete it to redo the item") from e

@@ -20,17 +20,13 @@ from ..core.ledger import record_failure
 from ..core.summary import StageSummary
 from ..records.analysis import StepRecord
 from ..templates.steps import StepTable, StepTableBuilder
-from .base import Outputs, Stage, committed
+from .base import Outputs, ReduceStage, Stage, committed
 
 
-class AggregateStage(Stage):
+class AggregateStage(ReduceStage):
     name = "aggregate"
     after = "analyze"
-    kind = "reduce"
     config_type = AggregateConfig
-
-    def items(self) -> list[str]:
-        return [RUN_ITEM]
 
     def process(self, item: str) -> Outputs:
         summary = StageSummary()  # counts steps; problems that are not read are counted as skipped

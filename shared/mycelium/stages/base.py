@@ -6,8 +6,8 @@ becomes outputs (``process``: read inputs, compute, return the bytes to write), 
 Lambda handlers and the Batch workers:
 
 - **begin**: the upstream stage must have run (else RunNotFoundError, before anything is written); the
-  stage's record ``stages/<stage>.json`` is written with its config and lineage (a *pinned* stage refuses
-  a different lineage: its outputs are too costly to mix or redo).
+  stage's record ``stages/<stage>.json`` is written with its config (a *pinned* stage refuses another
+  config: its outputs are too costly to mix or redo).
 - **one item** (:func:`run_one`): skipped when its commit exists with the current lineage; else processed,
   its outputs written, then its commit (last), then its ledger entry cleared. A failure writes a ledger
   entry and the stage goes on; a stale or foreign input is skipped with the reason.
@@ -122,7 +122,7 @@ class Stage(ABC):
         return frozenset(problem_ids(self.store, self.keys))
 
     def begin(self) -> StageRecord:
-        """Check the upstream stage has run; write this stage's record (a pinned stage refuses another lineage)."""
+        """Check the upstream stage has run; write this stage's record (a pinned stage refuses another config)."""
         self.lineage  # noqa: B018 - the upstream stage must have run: else RunNotFoundError, nothing written
         record = StageRecord(stage=self.name, after=self.after, config=self.config.model_dump(mode="json"),
                              config_hash=self.config_hash(), detail=self.record_detail())
@@ -201,6 +201,15 @@ class Stage(ABC):
     def fail(self, item: str, reason: str, exc: BaseException | None = None) -> ItemResult:
         record_failure(self.store, self.keys, self.name, item, reason, exc)
         return ItemResult(item, "failed", reason=reason)
+
+
+class ReduceStage(Stage):
+    """A stage that runs once per run over every upstream item: its one item is ``run``, redone each time."""
+
+    kind = "reduce"
+
+    def items(self) -> list[str]:
+        return [RUN_ITEM]
 
 
 def run_one(stage: Stage, item: str) -> ItemResult:

@@ -8,23 +8,18 @@ from __future__ import annotations
 
 from ..core.config import DiscoverConfig
 from ..core.errors import MyceliumError
-from ..core.keys import RUN_ITEM
 from ..core.store import json_bytes
 from ..core.summary import StageSummary
 from ..templates.ib import anneal, smooth_labels
 from ..templates.taxonomy import build_taxonomy, operating_point
 from .aggregate import load_table
-from .base import Outputs, SkipItem, Stage
+from .base import Outputs, ReduceStage, SkipItem
 
 
-class DiscoverStage(Stage):
+class DiscoverStage(ReduceStage):
     name = "discover"
     after = "aggregate"
-    kind = "reduce"
     config_type = DiscoverConfig
-
-    def items(self) -> list[str]:
-        return [RUN_ITEM]
 
     def process(self, item: str) -> Outputs:
         from ..viz.plots import gains_png, information_plane_png

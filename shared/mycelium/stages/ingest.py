@@ -16,19 +16,17 @@ from pathlib import Path
 
 from ..core.config import IngestConfig, digest
 from ..core.errors import BadRowError, MyceliumError
-from ..core.keys import RUN_ITEM
 from ..core.ledger import record_failure
 from ..core.store import Store, file_sha256
 from ..core.summary import StageSummary
 from ..records.datasets import read_dataset
-from .base import Outputs, Stage
+from .base import Outputs, ReduceStage
 
 log = logging.getLogger(__name__)
 
 
-class IngestStage(Stage):
+class IngestStage(ReduceStage):
     name = "ingest"
-    kind = "reduce"
     pinned = True
     config_type = IngestConfig
 
@@ -59,9 +57,6 @@ class IngestStage(Stage):
 
     def record_detail(self) -> dict:
         return {"data": self.data_name, "data_sha256": self.data_sha256}
-
-    def items(self) -> list[str]:
-        return [RUN_ITEM]
 
     def process(self, item: str) -> Outputs:
         cfg, keys = self.config, self.keys

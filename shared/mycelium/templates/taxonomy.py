@@ -12,7 +12,7 @@ from collections import Counter
 import numpy as np
 
 from ..core.config import DiscoverConfig
-from ..core.infotheory import js, mutual_information as _mi
+from ..core.infotheory import entropy, js, mutual_information as _mi
 from .ib import Anneal
 from .steps import StepTable
 
@@ -118,7 +118,6 @@ def build_taxonomy(an: Anneal, table: StepTable, cfg: DiscoverConfig, gain: floa
     for i, t in enumerate(templates):
         members = np.flatnonzero(hard == i)
         y = table.Y[members].mean(0) if len(members) else np.zeros(len(table.vocab))
-        nz = y[y > 0]
         sets = Counter(label_sets[m] for m in members)
         top_set, top_n = sets.most_common(1)[0] if sets else ("", 0)
         purity_hits += top_n
@@ -127,7 +126,7 @@ def build_taxonomy(an: Anneal, table: StepTable, cfg: DiscoverConfig, gain: floa
             "id": _name(t), "nodes": list(t), "size": int(len(members)), "mass": float(an.px @ q[:, i]),
             "dominant_ops": [[table.vocab[j], round(float(y[j]), 4)] for j in np.argsort(-y)[:3] if y[j] > 0],
             "label_sets": dict(sets.most_common(5)), "purity": top_n / len(members) if len(members) else 0.0,
-            "entropy_y_bits": abs(float(-(nz * np.log2(nz)).sum())),
+            "entropy_y_bits": float(entropy(y)) / np.log(2),
             "examples": [{k: table.index[m][k] for k in ("problem_id", "step", "problem_span", "expression", "text")}
                          for m in best],
         })
