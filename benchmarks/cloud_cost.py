@@ -4,10 +4,11 @@
     .venv/bin/python benchmarks/cloud_cost.py [--store runs --run NAME] [--n 100] [--problems 10000]
         [--capture-rate 2.08]
 
-It uploads ``n`` captured chunks (with manifests and traces) of a local run to a
-moto S3 bucket and times the real Lambda handlers on them: analyze once per
-chunk (boto3 GET of the chunk, the analysis, PUT of signals and steps), then
-aggregate and discover once. Lambda GB-seconds use each function's configured
+It uploads ``n`` committed chunks (with their traces and capture commits, and the
+run's records and shards) of a local run to a moto S3 bucket and times the real
+Lambda handlers on them: analyze once per chunk (GET of the commits, chunk and
+trace, the analysis, PUT of signals, steps and the commit), then aggregate and
+discover once. Lambda GB-seconds use each function's configured
 memory (stacks/processing.py); state transitions are counted from the deployed
 definition's shape; S3 bytes are measured per problem. Without --run it
 captures ``n`` GSM8K train problems with the embedded teacher first.

@@ -161,7 +161,7 @@ class OrchestrationStack(Stack):
             self, "Analyze",
             item_reader=CommittedItemsReader(self.bucket),
             item_selector={"run.$": "$.run", "item_key.$": "$$.Map.Item.Value.Key"},
-            # Per run, from its manifest (mycelium.manifest.MapConfig), as the ingest step returns it.
+            # Per run, from its manifest (mycelium.cloud.manifest.MapConfig), as the ingest step returns it.
             max_concurrency_path="$.ingest.map.max_concurrency",
             tolerated_failure_percentage_path="$.ingest.map.tolerated_failure_percentage",
             # Standard children: exactly-once items, history per item, and redrive. An Express child would

@@ -41,7 +41,7 @@ class StageSpec:
 _RUN = ("stages/*", "commits/ingest/*", "problems/*")
 
 STAGES: dict[str, StageSpec] = {
-    # Starts a cloud run: writes every stage's record from the manifest, then ingests (re-sharding deletes leftovers).
+    # Starts a cloud run: every stage's record from the manifest, then ingest (a re-shard deletes leftover shards).
     "ingest": StageSpec(3008, 15, reads=("manifest.json", "input/*", "summary.json", "stages/*", "commits/ingest/*"),
                         writes=("problems/*", "stages/*", "commits/ingest/*", "failures/ingest/*", "summary.json"),
                         deletes=("problems/*", "failures/ingest/*")),
@@ -56,9 +56,10 @@ STAGES: dict[str, StageSpec] = {
                           writes=("ib/*", "stages/discover.json", "commits/discover/*", "failures/discover/*",
                                   "summary.json"),
                           deletes=("failures/discover/*",)),
-    # Records how the run ended, and the map stages' lines of the summary tallied from commits and ledger.
-    "finish": StageSpec(512, 5, reads=(*_RUN, "commits/capture/*", "commits/analyze/*", "summary.json"),
-                        writes=("status/run.json", "summary.json")),
+    # Records how the run ended, the map stages' lines of the summary tallied from commits and ledger, and the
+    # analyze report (it reads every current signals record, as aggregate reads every steps file).
+    "finish": StageSpec(2048, 15, reads=(*_RUN, "commits/capture/*", "commits/analyze/*", "signals/*", "summary.json"),
+                        writes=("status/run.json", "summary.json", "analyze/*")),
 }
 
 

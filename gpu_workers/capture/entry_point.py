@@ -42,7 +42,7 @@ def _capture(store, run: str, shard: str) -> tuple[bool, dict]:
     items = stage.items([shard])
     backend = "hf"
     if use_vllm(stage.config):  # the whole shard's CoTs first, then the eager teacher gets the GPU
-        todo = [stage.problem(pid) for pid in items if not stage.is_done(pid)]
+        todo = [stage.problem(pid) for pid in items if not _done(stage, pid)]
         stage.generated, backend = generate_with_vllm(stage.config, todo), "vllm"
     # Elements of an array job run at once: each reports its part here, the run's line is tallied at the end.
     summary = run_stage(stage, items=items, progress=False, save_summary=False)
@@ -50,6 +50,16 @@ def _capture(store, run: str, shard: str) -> tuple[bool, dict]:
     if summary.all_failed:
         out["error"] = f"every problem of the shard failed: see {stage.keys.failures('capture')}"
     return not summary.all_failed, out
+
+
+def _done(stage, pid: str) -> bool:
+    """Already captured; a corrupt commit counts as not done (run_stage then makes it a ledger entry)."""
+    from mycelium.core.errors import StoreError
+
+    try:
+        return stage.is_done(pid)
+    except StoreError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,8 @@
 
 Event: ``{"run": "gsm8k-train", "state": "succeeded", "outputs": {...}}`` or
 ``{"run": ..., "state": "failed", "error": {"Error": "States.TaskFailed", "Cause": "..."}}``.
-Writes ``status/run.json``; on success also the run summary's lines of the map stages (capture, analyze),
-tallied from their commits and ledger: no single process saw all their items.
+Writes ``status/run.json``, the run summary's lines of the map stages (capture, analyze), tallied from their
+commits and ledger (no single process saw all their items), and ``analyze/report.json``.
 """
 
 from __future__ import annotations
@@ -43,9 +43,13 @@ def handler(event: dict, context=None) -> dict:
     ev = FinishEvent.model_validate(event)
     keys = RunKeys(ev.run)
     err = ev.error or StateError()
-    outputs = dict(ev.outputs)
-    if ev.state == "succeeded":
-        outputs["stages"] = finish_run(STORE, keys)
+    try:
+        stages = finish_run(STORE, keys)
+    except Exception as e:  # noqa: BLE001 - on the failure path the status must be written whatever else fails
+        if ev.state == "succeeded":
+            raise
+        stages = {"error": f"{type(e).__name__}: {e}"}
+    outputs = {**ev.outputs, "stages": stages}
     status = record_run_status(STORE, keys, ev.state, err.error or None, err.cause or None, outputs)
     log.info({"message": "run finished", **{k: status[k] for k in ("run", "state", "error")}})
     return {"run": ev.run, "state": ev.state, "status_key": keys("status", "run.json")}

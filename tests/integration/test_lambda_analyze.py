@@ -59,6 +59,10 @@ def test_handler_rejects_a_malformed_event(s3_run):
     _, handler = s3_run
     with pytest.raises(ValidationError, match="item_key"):
         handler.handler({"run": "lambda-run", "item_key": "../../etc/passwd"}, None)
+    with pytest.raises(ValidationError, match="is not under run 'lambda-run'"):  # another run's item
+        handler.handler({"run": "lambda-run", "item_key": "runs/other/commits/capture/p0123456789ab.json"}, None)
+    with pytest.raises(ValidationError, match="item_key"):  # a chunk is never an item: only its commit is
+        handler.handler({"run": "lambda-run", "item_key": "runs/lambda-run/chunks/p0123456789ab.npz"}, None)
 
 
 def test_map_then_reduce_handlers_build_the_taxonomy(s3_run):

@@ -38,7 +38,7 @@ from mycelium.cli import main as cli
 from mycelium.cloud.status import format_status, run_status
 from mycelium.cloud.manifest import submit
 from mycelium.core.keys import RunKeys
-from mycelium.core.store import open_store
+from mycelium.core.store import Store, open_store
 
 from ..conftest import SAMPLE, load_handler, write_jsonl
 from ..synth import only, state_machine_definition, synthesize
@@ -61,17 +61,51 @@ def definition(templates: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------ calls that leave the engine
+class RecordingStore(Store):
+    """A store that notes every call (who, S3 action, key), to check each role's IAM grants against them."""
+
+    def __init__(self, inner: Store, ops: list, who: str):
+        self.inner, self.ops, self.who = inner, ops, who
+        self.url, self.prefix = inner.url, getattr(inner, "prefix", "")
+
+    def _note(self, action: str, key: str):
+        self.ops.append((self.who, action, key))
+
+    def get(self, key):
+        self._note("s3:GetObject", key)
+        return self.inner.get(key)
+
+    def exists(self, key):
+        self._note("s3:GetObject", key)  # HEAD needs GetObject
+        return self.inner.exists(key)
+
+    def put(self, key, data):
+        self._note("s3:PutObject", key)
+        self.inner.put(key, data)
+
+    def delete(self, key):
+        self._note("s3:DeleteObject", key)
+        self.inner.delete(key)
+
+    def list(self, prefix=""):
+        self._note("s3:ListBucket", prefix)
+        return self.inner.list(prefix)
+
+
 class LocalLambda:
     """lambda:Invoke -> lambdas/<stage>/handler.py in this process (imported inside the mock)."""
 
-    def __init__(self):
+    def __init__(self, ops: list):
         self.handlers: dict[str, object] = {}
         self.calls: list[str] = []
+        self.ops = ops
 
     def handler(self, function: str):
         stage = function.rsplit(":", 1)[-1].removeprefix("mycelium-")
         if stage not in self.handlers:
-            self.handlers[stage] = load_handler(stage).handler
+            module = load_handler(stage)
+            module.STORE = RecordingStore(module.STORE, self.ops, stage)
+            self.handlers[stage] = module.handler
         self.calls.append(stage)
         return self.handlers[stage]
 
@@ -99,12 +133,17 @@ def _camel(value):
 class LocalBatch:
     """batch:SubmitJob -> the capture worker entry point, with the synthesized job definition's command."""
 
-    def __init__(self, container: dict):
+    def __init__(self, container: dict, ops: list):
         self.command, self.environment = container["Command"], {e["Name"]: e["Value"] for e in container["Environment"]}
         self.jobs: dict[str, dict] = {}
+        self.ops = ops
 
     def submit_job(self, **request):
         from gpu_workers.capture.entry_point import main as worker
+        from mycelium.core import store as store_module
+
+        opened = store_module.open_store
+        recording = lambda url=None: RecordingStore(opened(url), self.ops, "capture")  # noqa: E731
 
         # moto passes the state's Parameters through; boto would camelCase them: accept both.
         r = {k[0].lower() + k[1:]: v for k, v in request.items()}
@@ -121,9 +160,11 @@ class LocalBatch:
             element = dict(env, **({"AWS_BATCH_JOB_ARRAY_INDEX": str(index)} if index is not None else {}))
             saved = {k: os.environ.get(k) for k in element}
             os.environ.update(element)
+            store_module.open_store = recording
             try:
                 codes.append(worker(argv))
             finally:
+                store_module.open_store = opened
                 for k, v in saved.items():
                     os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         job_id = str(uuid.uuid4())
@@ -153,7 +194,8 @@ def engine(monkeypatch, templates):
                  "MYCELIUM_STORE": f"s3://{BUCKET}/runs"}.items():
         monkeypatch.setenv(k, v)
     container = only(templates["gpu_workers"], "AWS::Batch::JobDefinition")["ContainerProperties"]
-    local_lambda, local_batch = LocalLambda(), LocalBatch(container)
+    ops: list = []
+    local_lambda, local_batch = LocalLambda(ops), LocalBatch(container, ops)
     original = lambda_eval_utils.boto_client_for
     monkeypatch.setattr(lambda_eval_utils, "boto_client_for",
                         lambda region, service, state_credentials=None: local_lambda if service == "lambda"
@@ -165,7 +207,7 @@ def engine(monkeypatch, templates):
         sfn = boto3.client("stepfunctions")
         arn = sfn.create_state_machine(name="mycelium-pipeline", definition=json.dumps(definition(templates)),
                                        roleArn=f"arn:aws:iam::{ACCOUNT}:role/mycelium-pipeline")["stateMachineArn"]
-        yield {"sfn": sfn, "arn": arn, "lambda": local_lambda, "batch": local_batch,
+        yield {"sfn": sfn, "arn": arn, "lambda": local_lambda, "batch": local_batch, "ops": ops,
                "store": open_store(f"s3://{BUCKET}/runs")}
 
 
@@ -275,3 +317,43 @@ def test_a_failing_run_records_why(engine, tmp_path, capsys):
     assert status["state"] == "failed" and "sha256 differs" in status["cause"]
     assert engine["batch"].jobs == {}  # nothing was captured from bad input
     assert engine["lambda"].calls == ["ingest", "finish"]
+
+
+def _granted(who: str) -> dict[str, tuple[str, ...]]:
+    """The key patterns under runs/<run>/ that the role of ``who`` may read, write and delete (from the stacks)."""
+    from stacks.gpu_workers import CAPTURE_DELETES, CAPTURE_READS, CAPTURE_WRITES
+    from stacks.processing import STAGES
+
+    if who == "capture":
+        return {"s3:GetObject": CAPTURE_READS, "s3:PutObject": CAPTURE_WRITES, "s3:DeleteObject": CAPTURE_DELETES}
+    spec = STAGES[who]
+    return {"s3:GetObject": spec.reads, "s3:PutObject": spec.writes, "s3:DeleteObject": spec.deletes}
+
+
+def test_every_store_call_of_a_run_is_granted_to_its_role(engine, tiny_teacher_dir, tmp_path):
+    """moto enforces no IAM: this test does. Each handler's and worker's calls against the stacks' grants."""
+    from fnmatch import fnmatchcase
+
+    store, run = engine["store"], "iam-run"
+    data = write_jsonl(tmp_path / "two.jsonl", [json.loads(line) for line in SAMPLE.read_text().splitlines()[:2]])
+    submit(store, RunKeys(run), data, ingest=IngestConfig(shard_size=1),
+           capture=CaptureConfig(teacher=str(tiny_teacher_dir), n_computing_heads=2, calibration_problems=1,
+                                 device="cpu", progress=False), discover=DiscoverConfig(min_size=2, progress=False))
+    assert run_to_end(engine, run)["status"] == "SUCCEEDED"
+    # a failing reduce reads and writes its ledger: discover on a run whose table is gone
+    store.delete(f"{run}/commits/aggregate/run.json")
+    with pytest.raises(Exception, match="mycelium aggregate"):
+        engine["lambda"].handler("mycelium-discover")({"run": run}, None)
+
+    ops = engine["ops"]
+    assert {who for who, _, _ in ops} == {"ingest", "capture", "analyze", "aggregate", "discover", "finish"}
+    denied = []
+    for who, action, key in ops:
+        if action == "s3:ListBucket":
+            ok = key.startswith(f"{run}/")  # ListBucket is granted under runs/* only
+        else:
+            rest = key.split("/", 1)[1]
+            ok = any(fnmatchcase(rest, pattern) for pattern in _granted(who)[action])
+        if not ok:
+            denied.append((who, action, key))
+    assert not denied, sorted(set(denied))[:20]

@@ -129,13 +129,29 @@ def test_a_bad_steps_line_is_counted_by_file_and_line(store):
     assert not list(store.list(KEYS.failures("aggregate")))
 
 
-def test_a_corrupt_signals_json_is_excluded_from_the_report_and_in_the_ledger(store):
+def test_a_corrupt_signals_json_is_named_in_the_report_and_redone_once_uncommitted(store):
     analyze_run(store, "a")
     victim = pids(store)[2]
     store.put(KEYS.signals(victim), b'{"problem_id": ')
     summary = analyze_run(store, "a")
-    assert summary.skipped == {"already done": 5} and summary.failed == 1
-    assert "a/signals" in store.get_json(KEYS.failure("analyze", victim))["reason"]
+    assert summary.skipped == {"already done": 5} and summary.counters["corrupt_outputs"] == 1
     report = store.get_json("a/analyze/report.json")
-    assert report["problems"] == 4 and report["excluded"]["failed"] == 1
+    assert report["problems"] == 4 and list(report["excluded"]["corrupt_outputs"]) == [victim]
+    assert "changed since analyze committed it" in report["excluded"]["corrupt_outputs"][victim]
+    stage = AnalyzeStage(store, "a", AnalyzeConfig(progress=False))
+    assert f"delete a/commits/analyze/{victim}.json" in stage.report_text()
+    store.delete(KEYS.commit("analyze", victim))  # as the report says: the item is redone
+    again = analyze_run(store, "a")
+    assert again.n_out == 1 and store.get_json("a/analyze/report.json")["problems"] == 5
 
+
+def test_a_corrupt_analyze_commit_marker_is_a_ledger_entry_and_aggregate_skips_it(store):
+    analyze_run(store, "a")
+    victim = pids(store)[3]
+    store.put(KEYS.commit("analyze", victim), b"{truncated")
+    summary = analyze_run(store, "a")
+    assert (summary.failed, summary.skipped) == (1, {"already done": 4})
+    assert "corrupt commit marker" in store.get_json(KEYS.failure("analyze", victim))["reason"]
+    agg = reduce_run(AggregateStage, store, "a", AggregateConfig())
+    assert agg.skipped["corrupt analyze commit marker"] == 1  # counted, not read, nothing written by the reader
+    assert not list(store.list(KEYS.failures("aggregate")))

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from mycelium.core.config import CaptureConfig, IngestConfig
 from mycelium.core.errors import ConfigError
@@ -36,12 +37,15 @@ def test_outputs_summary_failures_and_resume(tmp_path, tiny_teacher, mixed_data)
     assert (cap.n_in, cap.n_out, cap.failed) == (5, 4, 1)
     assert len(res.calibration.computing_heads) == 3
 
+    from mycelium.records.datasets import problem_id
+
+    plain = problem_id("A plain row with no worked solution?")
     fails = list(store.list("r1/failures/"))
-    assert fails == ["r1/failures/capture/" + [k for k in fails if "capture" in k][0].split("/")[-1],
-                     "r1/failures/ingest/mixed.jsonl-L2.json"]
+    assert fails == [f"r1/failures/capture/{plain}.json", "r1/failures/ingest/mixed.jsonl-L2.json"]
     ingest_fail = store.get_json("r1/failures/ingest/mixed.jsonl-L2.json")
     assert "mixed.jsonl:2: invalid JSON" in ingest_fail["reason"]
     cap_fail = store.get_json(fails[0])
+    assert cap_fail["item"] == plain
     assert "no reference solution" in cap_fail["reason"] and cap_fail["traceback"]
 
     commits = list(store.list(keys.commits("capture")))
@@ -156,3 +160,17 @@ def test_a_problem_that_later_succeeds_loses_its_failure_record(tmp_path, tiny_t
     store.put_json(keys.failure("capture", problem.id), {"reason": "earlier crash"})
     run_capture(SAMPLE, "f", store, CFG, IngestConfig(limit=1), teacher=tiny_teacher)
     assert not store.exists(keys.failure("capture", problem.id)) and store.exists(keys.commit("capture", problem.id))
+
+
+def test_a_run_keeps_the_precision_it_was_pinned_with(tmp_path, tiny_teacher, tiny_tokenizer):
+    """dtype 'auto' follows the device: a worker that loads the teacher otherwise is refused, not mixed in."""
+    from mycelium.teacher.model import from_model
+
+    from ..conftest import make_tiny_model
+
+    store = LocalStore(tmp_path / "s")
+    res = run_capture(SAMPLE, "p", store, CFG, IngestConfig(limit=1), teacher=tiny_teacher)
+    assert res.calibration.dtype == "torch.float32" and res.calibration.n_layers == 3
+    half = from_model(make_tiny_model(tiny_tokenizer).to(torch.bfloat16), tiny_tokenizer, "tiny-llama-test")
+    with pytest.raises(ConfigError, match="pinned with the teacher in torch.float32; this machine loads it in torch.bfloat16"):
+        run_capture(SAMPLE, "p", store, CFG, IngestConfig(limit=2), teacher=half)

@@ -142,3 +142,19 @@ def test_any_local_hf_model_directory_is_a_teacher(tmp_path, tiny_tokenizer, pro
     assert chunk.iaf.shape == (3, 4, trace.t_gen)
     with pytest.raises(TeacherError, match="not 'embedded' and not a local model directory"):
         load_teacher(str(tmp_path / "missing"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_capture_on_cuda_gives_the_cpu_signals(tiny_tokenizer, problems):
+    """The attention tap on the accelerator: the same weights give the same chunk as on the CPU (fp32)."""
+    cpu = from_model(make_tiny_model(tiny_tokenizer), tiny_tokenizer, "tiny-cpu")
+    gpu = from_model(make_tiny_model(tiny_tokenizer).to("cuda"), tiny_tokenizer, "tiny-cuda")
+    assert gpu.device.type == "cuda"
+    head_set = HeadSet(3, ((1, 2), (2, 0)))
+    for problem in problems[:4]:
+        tc, cc = capture_problem(cpu, problem, CaptureConfig(), head_set, cpu.prompt_parts(), "h")
+        tg, cg = capture_problem(gpu, problem, CaptureConfig(), head_set, gpu.prompt_parts(), "h")
+        assert tg.cot_token_ids == tc.cot_token_ids and tg.problem_offsets == tc.problem_offsets
+        for name, a in cc.arrays().items():
+            np.testing.assert_allclose(getattr(cg, name).astype(np.float32), a.astype(np.float32),
+                                       atol=2e-3, rtol=2e-3, err_msg=f"{problem.id} {name}")

@@ -18,19 +18,46 @@ def test_an_analyze_config_that_cannot_work_is_refused_naming_the_field(fields, 
         AnalyzeConfig(**fields)
 
 
-@pytest.mark.parametrize("cls, field, value", [
-    (AnalyzeConfig, "sandbox_timeout_s", 9.0),  # an expression that times out is labelled differently
-    (AnalyzeConfig, "peak_prominence", 2.0),
-    (DiscoverConfig, "elbow", True),
-    (DiscoverConfig, "gain", 0.3),
-    (CaptureConfig, "hidden_layer", 3),
-])
-def test_fields_that_change_outputs_change_the_hash(cls, field, value):
-    assert cls().hash() != cls(**{field: value}).hash()
+def _other_values(cls, name):
+    """Valid values of a field other than its default (the config validates each candidate)."""
+    default = cls.model_fields[name].default
+    if isinstance(default, bool):
+        candidates = [not default]
+    elif isinstance(default, int):
+        candidates = [default + 1, default - 1, default + 2]
+    elif isinstance(default, float):
+        candidates = [default * 1.5, default / 1.5]
+    elif isinstance(default, str):
+        candidates = ["generate", "float32", "all", "layer_mean", "gsm8k", "other"]
+    elif isinstance(default, tuple):
+        candidates = [(0.1, 0.3), (0,)]
+    else:  # None: an optional setting
+        candidates = [1, 2, (0,), ((0, 0),)]
+    out = []
+    for v in candidates:
+        try:
+            cls(**{name: v})
+            out.append(v)
+        except ValueError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("cls", [AnalyzeConfig, CaptureConfig, DiscoverConfig, IngestConfig])
+def test_every_field_that_is_not_runtime_only_changes_the_hash(cls):
+    """Every field of every config, not a hand-picked few: a new field must be hashed or declared runtime."""
+    for name in cls.model_fields:
+        if name in cls._runtime_only.default or name == "signals":
+            continue
+        others = _other_values(cls, name)
+        assert others, f"{cls.__name__}.{name}: no other valid value to try"
+        for v in others:
+            assert cls(**{name: v}).hash() != cls().hash(), f"{cls.__name__}.{name}={v!r} is not hashed"
 
 
 @pytest.mark.parametrize("cls, field, value", [
     (AnalyzeConfig, "workers", 7), (AnalyzeConfig, "progress", False),
+    # the device changes no output by itself; what it changes ('auto' dtype) is pinned by the calibration
     (CaptureConfig, "device", "cuda"), (DiscoverConfig, "progress", False),
 ])
 def test_runtime_fields_do_not(cls, field, value):

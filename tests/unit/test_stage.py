@@ -153,3 +153,58 @@ def test_a_smaller_limit_reshards_and_later_stages_take_only_the_run_s_problems(
     # a larger limit again: the same problems come back, already done, nothing mixed or redone
     run_stage(IngestStage(run, "t", IngestConfig(limit=6), SAMPLE), progress=False)
     assert run_stage(toy, progress=False, workers=1).skipped == {"already done": 6}
+
+
+def test_a_slow_consumer_loses_no_item_when_the_pool_breaks(run):
+    """Results are consumed slowly while a worker dies: every item still ends done or in the ledger."""
+    import time
+
+    from mycelium.stages.runner import _pooled
+
+    keys = RunKeys("t")
+    pids = problem_ids(run, keys)
+    stage = ToyStage(run, "t", ToyConfig(crash_on=pids[3]))
+    stage.begin()
+    seen = []
+    for result in _pooled(stage, pids, 2):
+        seen.append((result.item, result.status))
+        time.sleep(0.5)  # the pool breaks while the consumer is away
+    assert sorted(item for item, _ in seen) == sorted(pids)
+    assert dict(seen)[pids[3]] == "failed" and sum(st == "done" for _, st in seen) == 5
+
+
+def test_a_config_that_stops_the_stage_leaves_the_run_s_current_config(run):
+    from mycelium.core.errors import ConfigError
+
+    class Picky(ToyStage):
+        def process(self, pid):
+            raise ConfigError("suffix '?' cannot work")
+
+    run_stage(ToyStage(run, "t", ToyConfig()), progress=False, workers=1)
+    before = run.get(RunKeys("t").stage_record("toy"))
+    with pytest.raises(ConfigError):
+        run_stage(Picky(run, "t", ToyConfig(suffix="?")), progress=False, workers=1)
+    assert run.get(RunKeys("t").stage_record("toy")) == before  # the outputs of the old config stay current
+    assert run_stage(ToyStage(run, "t", ToyConfig()), progress=False, workers=1).skipped == {"already done": 6}
+
+
+def test_shards_that_are_not_what_ingest_committed_stop_the_stage(run):
+    from mycelium.core.errors import IntegrityError
+
+    keys = RunKeys("t")
+    shard = keys.shard(0)
+    run.put(shard, b"\n".join(run.get(shard).splitlines()[:3]) + b"\n")  # an interrupted re-ingest
+    with pytest.raises(IntegrityError, match="is not the shard ingest committed"):
+        run_stage(ToyStage(run, "t", ToyConfig()), progress=False, workers=1)
+
+
+def test_the_store_tally_counts_each_item_once(run):
+    from mycelium.stages.base import tally_from_store
+
+    keys = RunKeys("t")
+    pids = problem_ids(run, keys)
+    run_stage(ToyStage(run, "t", ToyConfig(fail_on=pids[0])), progress=False, workers=1)
+    run.put(keys.commit("toy", pids[1]), b"{broken")
+    summary = tally_from_store(ToyStage(run, "t", ToyConfig()))
+    assert (summary.n_in, summary.n_out, summary.failed) == (6, 4, 1)
+    assert summary.skipped == {"corrupt toy commit marker": 1} and summary.counters["chars"] == 4 * 14

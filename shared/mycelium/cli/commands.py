@@ -1,7 +1,8 @@
 """What each ``mycelium`` command does: build the stage's config from the options, run it, print the outcome.
 
 Exit status: 0 when the stage ran (some items may have failed: they are in the ledger and counted), 1 when
-every item it tried failed, 2 for an error before anything ran (a bad option, an unknown run).
+every item it tried failed, 2 for an error that stopped the stage (a bad option, an unknown run, a config
+that cannot work, a failed reduce: its reason is printed and in the ledger).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def capture_config(args, **runtime):
         heads = tuple(tuple(int(x) for x in pair.split(":")) for pair in args.computing_heads.split(","))
     return CaptureConfig(teacher=args.teacher, cot=args.cot, max_new_tokens=args.max_new_tokens,
                          n_computing_heads=args.n_computing_heads, computing_heads=heads,
-                         hidden_layer=args.hidden_layer, **runtime)
+                         hidden_layer=args.hidden_layer, dtype=args.dtype, **runtime)
 
 
 def ingest_config(args, **extra):

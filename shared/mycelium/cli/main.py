@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import warnings
@@ -37,6 +36,8 @@ def _capture_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-computing-heads", type=int, default=8)
     p.add_argument("--computing-heads", default=None, help="explicit heads 'layer:head,...' (skips calibration)")
     p.add_argument("--hidden-layer", type=int, default=None)
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="the teacher's precision (auto: bfloat16 on a GPU, float32 on a CPU); a run keeps one")
 
 
 def _discover_options(p: argparse.ArgumentParser) -> None:

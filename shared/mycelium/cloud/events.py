@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..core.keys import item_of_commit
 
@@ -27,6 +27,12 @@ class ItemEvent(RunEvent):
     """
 
     item_key: str = Field(pattern=r"(^|/)commits/[a-z]+/p[0-9a-f]{12}\.json$")
+
+    @model_validator(mode="after")
+    def _of_this_run(self):
+        if not (self.item_key.startswith(f"{self.run}/commits/") or f"/{self.run}/commits/" in self.item_key):
+            raise ValueError(f"item_key {self.item_key!r} is not under run {self.run!r}")
+        return self
 
     @property
     def item(self) -> str:

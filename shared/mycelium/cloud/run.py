@@ -1,8 +1,9 @@
 """The start of a cloud run (the ingest Lambda): check the upload, record every stage's config, ingest.
 
 The manifest fixes every stage's config when the run is submitted. Here each stage's record
-(``stages/<stage>.json``) is written from it, in pipeline order, so every later step (a Batch worker, a
-Lambda of the Distributed Map, a reduce) reads its config and lineage the way a local run does.
+(``stages/<stage>.json``) is written from it, in pipeline order and before anything is ingested, so every
+later step (a Batch worker, a Lambda of the Distributed Map, a reduce) reads its config and lineage the way
+a local run does. At the end (:func:`finish_run`) the map stages are tallied from the store.
 """
 
 from __future__ import annotations
@@ -41,27 +42,35 @@ def start_run(store: Store, keys: RunKeys) -> tuple[StageSummary, list[str], Run
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(manifest.data).name  # the file name stays in bad-row messages
         path.write_bytes(data)
-        summary = run_stage(IngestStage(store, keys.run, manifest.ingest, path, data_name=manifest.data),
-                            progress=False)
-    for stage in (CaptureStage(store, keys.run, manifest.capture), AnalyzeStage(store, keys.run, manifest.analyze),
-                  AggregateStage(store, keys.run, manifest.aggregate), DiscoverStage(store, keys.run, manifest.discover)):
-        stage.begin()
+        ingest = IngestStage(store, keys.run, manifest.ingest, path, data_name=manifest.data)
+        # Every record first, in pipeline order: a pinned stage refuses another config before anything is ingested.
+        for stage in (ingest, CaptureStage(store, keys.run, manifest.capture),
+                      AnalyzeStage(store, keys.run, manifest.analyze),
+                      AggregateStage(store, keys.run, manifest.aggregate),
+                      DiscoverStage(store, keys.run, manifest.discover)):
+            stage.begin()
+        summary = run_stage(ingest, progress=False)
     return summary, shard_keys(store, keys), manifest
 
 
 def finish_run(store: Store, keys: RunKeys) -> dict:
-    """At a cloud run's end: the map stages' lines of the run summary, tallied from their commits and ledger.
-
-    No single process saw all their items (an array job, a Distributed Map), so the store is the count.
-    """
+    """At a cloud run's end, on either path: the map stages' lines of the run summary, tallied from their
+    commits and ledger (no single process saw all their items: an array job, a Distributed Map), and the
+    analyze report over the current outputs. A stage that never began is left out."""
+    from ..core.errors import RunNotFoundError
     from ..core.summary import save_stage
     from ..stages.base import tally_from_store
     from ..stages.capture import CaptureStage
 
     out = {}
     for cls in (CaptureStage, AnalyzeStage):
-        stage = cls.current(store, keys.run)
-        summary = tally_from_store(stage)
+        try:
+            stage = cls.current(store, keys.run)
+            summary = tally_from_store(stage)
+        except RunNotFoundError:  # the run failed before this stage (or before ingest) began
+            continue
+        if cls is AnalyzeStage:
+            stage.finish(summary)
         save_stage(store, keys, stage.name, summary)
         out[stage.name] = summary.model_dump(include={"n_in", "n_out", "failed", "skipped"})
     return out

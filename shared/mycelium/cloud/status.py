@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 
+from ..core.errors import MyceliumError
 from ..core.keys import RunKeys
 from ..core.store import Store
 from .manifest import MANIFEST

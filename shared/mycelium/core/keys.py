@@ -2,7 +2,7 @@
 
 Everything of run ``R`` lives under ``R/`` in the store::
 
-    R/stages/<stage>.json           StageRecord: the stage's current config, its hash and its lineage
+    R/stages/<stage>.json           StageRecord: the stage's current config, its hash, the stage it reads
     R/commits/<stage>/<item>.json   Commit: written last, after the item's outputs (the commit marker)
     R/failures/<stage>/<item>.json  Failure: the ledger (written on failure, removed when the item succeeds)
     R/summary.json                  RunSummary: per stage in, out, skipped by reason, failed
@@ -20,8 +20,8 @@ Everything of run ``R`` lives under ``R/`` in the store::
     R/status/run.json               how the cloud run ended
 
 >>> k = RunKeys("gsm8k")
->>> k.commit("analyze", "p0123456789ab"), k.failure("ingest", "data.jsonl:7")
-('gsm8k/commits/analyze/p0123456789ab.json', 'gsm8k/failures/ingest/data.jsonl_7.json')
+>>> k.commit("analyze", "p0123456789ab"), k.failure("aggregate", "gsm8k/steps/p0123456789ab.jsonl:7")
+('gsm8k/commits/analyze/p0123456789ab.json', 'gsm8k/failures/aggregate/gsm8k_steps_p0123456789ab.jsonl_7.json')
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def check_run(run: str) -> str:
 
 
 def safe_item(item: str) -> str:
-    """An item id as a key's last part (a bad dataset row's ``file:line`` becomes ``file_line``)."""
+    """An item id as a key's last part (a bad line's ``file:line`` becomes ``file_line``)."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", item)
 
 

@@ -1,7 +1,7 @@
 """The failure ledger: one record per failed item, written when it fails and removed when it succeeds.
 
-The same calls run locally and on AWS (the Lambda and worker roles may delete under their stage's
-``failures/<stage>/`` only), so the ledger always says which items of the current run are failing.
+The same calls run locally and on AWS (each Lambda and worker role may delete under its own stage's
+``failures/<stage>/``), so the ledger always says which items of the current run are failing.
 """
 
 from __future__ import annotations

@@ -65,5 +65,10 @@ class Calibration(_Artifact):
     problem_ids: list[str] = Field(description="the problems calibration captured")
     scores: list[list[float]] = Field(description="[layer][head] mean telegraph score")
     computing_heads: list[tuple[int, int]]
+    # What the pinned capture config leaves to the machine ("auto" dtype: bf16 on a GPU, fp32 on a CPU):
+    # every worker of the run must load the teacher the same way, or one lineage would hold two precisions.
+    dtype: str | None = Field(None, description="the teacher's dtype as loaded, e.g. 'torch.float32'")
+    n_layers: int | None = None
+    n_heads: int | None = None
     method: str = ("top-k heads by mean std over CoT tokens of the head's IAF trace "
                    "(mycelium.analysis.signals.telegraph_score)")

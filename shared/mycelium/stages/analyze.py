@@ -60,27 +60,37 @@ class AnalyzeStage(Stage):
                     "level": record.level},
         )
 
-    def records(self, summary: StageSummary):
-        """The run's SignalsRecords of the current analyze config (what is not, counted in ``summary``)."""
-        for commit in committed(self, self.name, self.lineage, summary):
+    def records(self, excluded: StageSummary, corrupt: dict[str, str]):
+        """The run's SignalsRecords of the current analyze config. What is not read is counted in
+        ``excluded``; a committed output that fails its check is named in ``corrupt`` (problem -> why)."""
+        for commit in committed(self, self.name, self.lineage, excluded):
             try:
                 yield SignalsRecord.model_validate_json(self.read_verified(commit, self.keys.signals(commit.item)))
             except (IntegrityError, ValueError) as e:
-                summary.failed += 1
-                self.fail(commit.item, f"report: {e}", e)
+                corrupt[commit.item] = str(e).splitlines()[0]
 
     def finish(self, summary: StageSummary) -> None:
-        """``analyze/report.json`` (+ heartbeats PNG) over the committed, current outputs."""
+        """``analyze/report.json`` (+ heartbeats PNG) over the committed, current outputs.
+
+        It only reads: a committed output that fails its check is named in the report (and counted in the
+        summary), and deleting its commit marker makes the next run redo it.
+        """
         from ..viz.plots import heartbeats_png
 
-        read = StageSummary()
-        report = build_report(self.records(read))
-        report["excluded"] = {"skipped": read.skipped, "failed": read.failed}
+        excluded, corrupt = StageSummary(), {}
+        report = build_report(self.records(excluded, corrupt))
+        report["excluded"] = {"skipped": excluded.skipped, "corrupt_outputs": corrupt}
         self.store.put_json(self.keys("analyze", "report.json"), report)
         if report["problems"]:
             self.store.put(self.keys("analyze", "heartbeats.png"), heartbeats_png(report))
         summary.counters.update({k: v for k, v in report["boundaries"].items() if isinstance(v, (int, float))})
-        summary.failed += read.failed
+        if corrupt:
+            summary.count("corrupt_outputs", len(corrupt))
 
     def report_text(self) -> str:
-        return format_report(self.store.get_json(self.keys("analyze", "report.json")))
+        report = self.store.get_json(self.keys("analyze", "report.json"))
+        lines = [format_report(report)]
+        for pid, why in report["excluded"]["corrupt_outputs"].items():
+            lines.append(f"excluded, its committed output fails its check: {why} "
+                         f"(delete {self.keys.commit(self.name, pid)} to analyse it again)")
+        return "\n".join(lines)

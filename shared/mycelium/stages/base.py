@@ -188,12 +188,14 @@ class Stage(ABC):
 
     # ---- commit
     def commit(self, item: str, out: Outputs) -> Commit:
+        """Outputs, then the item's ledger entry cleared, then the commit marker (last: a crash anywhere
+        before it leaves an item that is simply redone, never a committed item with a stale entry)."""
         for key, data in out.files.items():
             self.store.put(key, data)
+        clear_failure(self.store, self.keys, self.name, item)
         commit = Commit(stage=self.name, item=item, lineage=self.lineage,
                         outputs={k: sha256(v) for k, v in out.files.items()}, counters=out.counters, detail=out.detail)
         self.store.put_json(self.keys.commit(self.name, item), commit.model_dump(mode="json"))
-        clear_failure(self.store, self.keys, self.name, item)
         for key in out.stale:
             self.store.delete(key)
         return commit
@@ -216,6 +218,8 @@ def run_one(stage: Stage, item: str) -> ItemResult:
     """One item, guarded: done / skipped (with why) / failed (ledger entry). Fatal errors propagate."""
     try:
         if stage.is_done(item):
+            # an entry from a failure under another config is history once this config's commit stands
+            clear_failure(stage.store, stage.keys, stage.name, item)
             return ItemResult(item, "skipped", reason=ALREADY_DONE)
         if stage.kind == "reduce":  # a reduce redoes everything: its earlier entries (bad input lines) go
             for key in failed_items(stage.store, stage.keys, stage.name):
@@ -256,40 +260,52 @@ def tally(summary: StageSummary, result: ItemResult) -> None:
         summary.count(name, v)
 
 
-def committed(stage: Stage, of: str, lineage: Lineage, summary: StageSummary) -> Iterator[Commit]:
-    """``of``'s commits made with ``lineage``, of the run's problems; every other one counted in ``summary``.
+def current_commit(stage: Stage, of: str, key: str, lineage: Lineage) -> tuple[Commit | None, str | None]:
+    """(the commit at ``key``, None) if it is ``of``'s current commit of one of the run's problems,
+    else (None, why not). Reading writes nothing: a corrupt commit is the ledger entry of the stage that
+    made it when that stage next runs (its ``is_done`` reads the same marker)."""
+    item = item_of_commit(key)
+    if item != RUN_ITEM and item not in stage.problems:
+        return None, f"{of} output of a problem outside the run's problems"
+    try:
+        commit = Commit.model_validate(stage.store.get_json(key))
+    except (ValidationError, StoreError):
+        return None, f"corrupt {of} commit marker"
+    if commit.item != item or commit.stage != of:
+        return None, f"corrupt {of} commit marker"
+    why = mismatch(lineage, commit.lineage)
+    return (None, f"stale {of} output ({why})") if why else (commit, None)
 
-    A corrupt commit is a ledger entry of ``stage`` (the reader) naming its key.
-    """
-    keys = stage.keys
-    for key in stage.store.list(keys.commits(of)):
-        item = item_of_commit(key)
-        if item != RUN_ITEM and item not in stage.problems:
-            summary.skip(f"{of} output of a problem outside the run's problems")
-            continue
-        try:
-            commit = Commit.model_validate(stage.store.get_json(key))
-        except (ValidationError, StoreError) as e:
-            summary.failed += 1
-            record_failure(stage.store, keys, stage.name, item, f"{key}: corrupt commit marker: {str(e).splitlines()[0]}")
-            continue
-        why = mismatch(lineage, commit.lineage)
+
+def committed(stage: Stage, of: str, lineage: Lineage, summary: StageSummary) -> Iterator[Commit]:
+    """``of``'s current commits (made with ``lineage``, of the run's problems); the others counted as skipped."""
+    for key in stage.store.list(stage.keys.commits(of)):
+        commit, why = current_commit(stage, of, key, lineage)
         if why:
-            summary.skip(f"stale {of} output ({why})")
-            continue
-        yield commit
+            summary.skip(why)
+        else:
+            yield commit
 
 
 def tally_from_store(stage: Stage) -> StageSummary:
-    """A map stage's counts as the store holds them: committed with the current lineage, and ledger entries.
+    """A map stage's counts as the store holds them, one status per item of the run's problems: out (a
+    current commit), failed (a ledger entry), or skipped with the reason (a stale or corrupt commit).
 
-    Used where no single process saw every item (a Distributed Map, an array job).
+    Used where no single process saw every item (a Distributed Map, an array job); items not yet tried
+    count nowhere.
     """
     summary = StageSummary()
-    for commit in committed(stage, stage.name, stage.lineage, summary):
+    ledger = {item_of_commit(k) for k in failed_items(stage.store, stage.keys, stage.name)} & stage.problems
+    for key in stage.store.list(stage.keys.commits(stage.name)):
+        if item_of_commit(key) in ledger:
+            continue
+        commit, why = current_commit(stage, stage.name, key, stage.lineage)
+        if why:
+            summary.skip(why)
+            continue
         summary.n_out += 1
         for name, v in commit.counters.items():
             summary.count(name, v)
-    summary.failed += sum(1 for _ in failed_items(stage.store, stage.keys, stage.name))
+    summary.failed = len(ledger)
     summary.n_in = summary.n_out + summary.failed + sum(summary.skipped.values())
     return summary

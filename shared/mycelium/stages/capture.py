@@ -78,6 +78,7 @@ class CaptureStage(Stage):
         bad = [(l, h) for l, h in cal.computing_heads if l >= t.n_layers or h >= t.n_heads]
         if bad:
             raise ConfigError(f"computing_heads {bad} out of range for {t.n_layers} layers x {t.n_heads} heads")
+        cal = cal.model_copy(update={"dtype": str(t.model.dtype), "n_layers": t.n_layers, "n_heads": t.n_heads})
         log.info("computing heads: %s (%s)", cal.computing_heads, cal.method)
         self.store.put_json(key, cal.model_dump(mode="json"))
         return cal
@@ -89,8 +90,13 @@ class CaptureStage(Stage):
         key = self.keys.calibration
         if not self.store.exists(key):
             raise MyceliumError(f"run {self.keys.run!r} has no {key}: prepare the capture first")
-        heads = Calibration.model_validate(self.store.get_json(key)).computing_heads
-        return HeadSet(self.teacher.n_layers, tuple(tuple(h) for h in heads))
+        cal = Calibration.model_validate(self.store.get_json(key))
+        loaded = str(self.teacher.model.dtype)
+        if cal.dtype is not None and cal.dtype != loaded:
+            raise ConfigError(f"run {self.keys.run!r} was pinned with the teacher in {cal.dtype}; this machine "
+                              f"loads it in {loaded} (dtype 'auto' follows the device): set --dtype or use the "
+                              f"same kind of device, or capture into a new run")
+        return HeadSet(self.teacher.n_layers, tuple(tuple(h) for h in cal.computing_heads))
 
     def problem(self, pid: str) -> Problem:
         if not self._problems:
@@ -113,6 +119,7 @@ class CaptureStage(Stage):
                       "truncated": int(trace.truncated), "correct": int(trace.correct is True),
                       "graded": int(trace.correct is not None)},
             detail={"model_id": self.teacher.model_id, "t_gen": trace.t_gen, "n_problem_tokens": len(trace.problem_offsets),
+                    "cot": "reference" if self.config.cot == "reference" else ("vllm" if pid in self.generated else "hf"),
                     "arrays": {n: list(a.shape) for n, a in chunk.arrays().items()}},
         )
 

@@ -1,6 +1,8 @@
 """A run's current problems: the shards the ingest commit lists (never a listing of ``problems/``).
 
-A re-shard (another ``--limit``) leaves no stale shard behind to be read: readers go by the commit.
+A re-shard (another ``--limit``) leaves no stale shard behind to be read: readers go by the commit, and
+check every shard against the SHA-256 it committed, so an interrupted re-ingest is an error, never a
+silently different problem set.
 """
 
 from __future__ import annotations
@@ -8,32 +10,37 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from ..core.errors import RunNotFoundError
+from ..core.errors import IntegrityError, RunNotFoundError
 from ..core.keys import RUN_ITEM, RunKeys
-from ..core.lineage import read_commit
-from ..core.store import Store
+from ..core.lineage import Commit, read_commit
+from ..core.store import Store, sha256
 from ..records.problems import Problem
 
 
-def shard_keys(store: Store, keys: RunKeys) -> list[str]:
-    """The shards of the run's current ingest, in order."""
+def ingest_commit(store: Store, keys: RunKeys) -> Commit:
     commit = read_commit(store, keys, "ingest", RUN_ITEM)
     if commit is None:
         raise RunNotFoundError(f"run {keys.run!r} in {store.url} has no ingested problems: "
                                f"run `mycelium capture --data FILE --run {keys.run}` first")
-    return list(commit.detail["shards"])
+    return commit
 
 
-def read_shard(store: Store, key: str) -> Iterator[Problem]:
-    for line in store.get(key).decode().splitlines():
-        if line.strip():
-            yield Problem.model_validate(json.loads(line))
+def shard_keys(store: Store, keys: RunKeys) -> list[str]:
+    """The shards of the run's current ingest, in order."""
+    return list(ingest_commit(store, keys).detail["shards"])
 
 
 def read_problems(store: Store, keys: RunKeys, shards: list[str] | None = None) -> Iterator[Problem]:
-    """The problems of ``shards`` (default: all of the run's), in shard order."""
-    for key in shard_keys(store, keys) if shards is None else shards:
-        yield from read_shard(store, key)
+    """The problems of ``shards`` (default: all of the run's), in shard order, each shard checked."""
+    commit = ingest_commit(store, keys)
+    for key in commit.detail["shards"] if shards is None else shards:
+        data = store.get(key)
+        if commit.outputs.get(key) != sha256(data):
+            raise IntegrityError(keys.run, f"{key} is not the shard ingest committed (an interrupted re-ingest? "
+                                           "run the same capture command again)")
+        for line in data.decode().splitlines():
+            if line.strip():
+                yield Problem.model_validate(json.loads(line))
 
 
 def problem_ids(store: Store, keys: RunKeys) -> list[str]:

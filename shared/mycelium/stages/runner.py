@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ..core.errors import MyceliumError
 from ..core.store import open_store
 from ..core.summary import StageSummary, save_stage
-from .base import ItemResult, Stage, run_one, tally
+from .base import FATAL, ItemResult, Stage, run_one, tally
 
 
 class StageFailed(MyceliumError):
@@ -39,8 +39,13 @@ def run_stage(stage: Stage, *, items: Iterable[str] | None = None, workers: int 
     ``save_summary=False`` where several processes run parts of one stage at once (a Batch array job):
     each reports its own part, and the run's line is tallied from the store afterwards.
     """
+    record_key = stage.keys.stage_record(stage.name)
+    previous = stage.store.get(record_key) if stage.store.exists(record_key) else None
     stage.begin()  # before anything is written: a missing run or upstream stage stops here
+    if stage.after is not None:
+        stage.problems  # noqa: B018 - shards that are not what ingest committed stop the stage, not each item
     summary = StageSummary()
+    failure: str | None = None
     t0 = time.perf_counter()
     try:
         todo = list(stage.items() if items is None else items)
@@ -52,20 +57,28 @@ def run_stage(stage: Stage, *, items: Iterable[str] | None = None, workers: int 
         results = _pooled(stage, todo, workers) if workers > 1 else (run_one(stage, item) for item in todo)
         for result in results:
             tally(summary, result)
+            failure = result.reason if result.status == "failed" else failure
             bar.update(1)
             bar.set_postfix(done=summary.n_out, failed=summary.failed, refresh=False)
         bar.close()
         if workers > 1:
             summary.count("workers", workers)
         stage.finish(summary)
+    except FATAL:
+        # A config or teacher that cannot work for any item: the run keeps the config it had, so the
+        # outputs of that config stay current (nothing this call wrote is read as current).
+        if previous is None:
+            stage.store.delete(record_key)
+        else:
+            stage.store.put(record_key, previous)
+        raise
     finally:
         summary.seconds = time.perf_counter() - t0
         if save_summary:
             save_stage(stage.store, stage.keys, stage.name, summary)
-    if stage.kind == "reduce" and summary.failed and not summary.n_out:
-        failure = stage.keys.failure(stage.name, "run")
-        raise StageFailed(f"{stage.name} failed: {stage.store.get_json(failure)['reason']} "
-                          f"(ledger: {stage.store.url}/{failure})")
+    if stage.kind == "reduce" and failure is not None and not summary.n_out:
+        raise StageFailed(f"{stage.name} failed: {failure} "
+                          f"(ledger: {stage.store.url}/{stage.keys.failure(stage.name, 'run')})")
     return summary
 
 
@@ -101,13 +114,15 @@ def _pooled(stage: Stage, items: list[str], workers: int) -> Iterator[ItemResult
     pending = deque(items)
     while pending:
         suspects: list[str] = []
+        before = len(pending)
         with _pool(stage, workers) as pool:
             inflight: dict = {}
             try:
                 while pending or inflight:
                     while pending and len(inflight) < 2 * workers:
-                        item = pending.popleft()
-                        inflight[pool.submit(_work, item)] = item
+                        item = pending[0]
+                        inflight[pool.submit(_work, item)] = item  # BrokenProcessPool: the item stays pending
+                        pending.popleft()
                     done, _ = wait(inflight, return_when=FIRST_COMPLETED)
                     for fut in done:
                         result = fut.result()  # BrokenProcessPool if any worker died
@@ -119,6 +134,8 @@ def _pooled(stage: Stage, items: list[str], workers: int) -> Iterator[ItemResult
                         yield fut.result()
                     else:
                         suspects.append(item)
+        if len(pending) == before and not suspects:
+            raise MyceliumError(f"{stage.name}: the worker pool broke before it ran any item")
         for item in suspects:
             yield _alone(stage, item)
 
