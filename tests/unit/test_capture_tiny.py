@@ -158,3 +158,22 @@ def test_capture_on_cuda_gives_the_cpu_signals(tiny_tokenizer, problems):
         for name, a in cc.arrays().items():
             np.testing.assert_allclose(getattr(cg, name).astype(np.float32), a.astype(np.float32),
                                        atol=2e-3, rtol=2e-3, err_msg=f"{problem.id} {name}")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_capture_stage_on_cuda_pins_bfloat16_and_analyses(tmp_path, tiny_tokenizer):
+    """A local model directory on the accelerator, dtype 'auto': the run is pinned to bfloat16 and analyses."""
+    from mycelium.core.config import IngestConfig
+    from mycelium.core.store import LocalStore
+    from mycelium.stages.capture import run_capture
+
+    from ..conftest import SAMPLE, analyze_run
+
+    make_tiny_model(tiny_tokenizer).save_pretrained(tmp_path / "m")
+    tiny_tokenizer.save_pretrained(tmp_path / "m")
+    store = LocalStore(tmp_path / "s")
+    res = run_capture(SAMPLE, "g", store, CaptureConfig(teacher=str(tmp_path / "m"), n_computing_heads=2,
+                                                        calibration_problems=1, progress=False),
+                      IngestConfig(limit=3))
+    assert res.calibration.dtype == "torch.bfloat16" and res.summary.stages["capture"].n_out == 3
+    assert analyze_run(store, "g").n_out == 3
