@@ -44,6 +44,7 @@ def _capture(store, run: str, shard: str) -> tuple[bool, dict]:
     if use_vllm(stage.config):  # the whole shard's CoTs first, then the eager teacher gets the GPU
         todo = [stage.problem(pid) for pid in items if not _done(stage, pid)]
         stage.generated, backend = generate_with_vllm(stage.config, todo), "vllm"
+        stage.backend = backend
     # Elements of an array job run at once: each reports its part here, the run's line is tallied at the end.
     summary = run_stage(stage, items=items, progress=False, save_summary=False)
     out = {"summary": summary.model_dump(), "generation": backend if stage.config.cot == "generate" else "reference"}

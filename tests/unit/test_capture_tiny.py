@@ -108,10 +108,10 @@ def test_generate_mode_counts_truncation(tiny_teacher, problems):
 
 
 def _generated_ids(teacher, problem, n):
-    from mycelium.teacher.generation import generate_cot
+    from mycelium.teacher.generation import generate_cots
 
-    _, ids, _ = generate_cot(teacher, prompt_tokens(teacher, problem.question, teacher.prompt_parts()), n)
-    return ids
+    (cot,) = generate_cots(teacher, [prompt_tokens(teacher, problem.question, teacher.prompt_parts()).prompt_ids], n)
+    return cot.ids
 
 
 def test_control_tokens_in_dataset_text_stay_text(tiny_teacher, problems):
@@ -177,3 +177,16 @@ def test_the_capture_stage_on_cuda_pins_bfloat16_and_analyses(tmp_path, tiny_tok
                       IngestConfig(limit=3))
     assert res.calibration.dtype == "torch.bfloat16" and res.summary.stages["capture"].n_out == 3
     assert analyze_run(store, "g").n_out == 3
+
+
+def test_a_batch_of_generated_cots_matches_one_at_a_time(tiny_teacher, problems):
+    """Left padding and the attention mask: each CoT of a batch is the problem's own greedy CoT."""
+    from mycelium.teacher.generation import generate_cots
+
+    parts = tiny_teacher.prompt_parts()
+    prompts = [prompt_tokens(tiny_teacher, p.question, parts).prompt_ids for p in problems[:6]]
+    assert len({len(p) for p in prompts}) > 1  # the batch needs padding
+    batch = generate_cots(tiny_teacher, prompts, 24)
+    alone = [generate_cots(tiny_teacher, [p], 24)[0] for p in prompts]
+    assert [c.ids for c in batch] == [c.ids for c in alone]
+    assert [c.truncated for c in batch] == [c.truncated for c in alone]

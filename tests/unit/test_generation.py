@@ -84,7 +84,7 @@ def test_vllm_cots_feed_capture_instead_of_hf_generate(monkeypatch, fake_vllm, t
     def no_hf(*a, **k):
         raise AssertionError("HF generate was called although vLLM made the CoT")
 
-    monkeypatch.setattr(generation, "generate_cot", no_hf)
+    monkeypatch.setattr(generation, "generate_cots", no_hf)
     store = LocalStore(tmp_path / "s")
     run_stage(IngestStage(store, "v", IngestConfig(limit=2), SAMPLE), progress=False)
     stage = CaptureStage(store, "v", cfg.model_copy(update={"computing_heads": ((0, 0),)}), teacher=tiny_teacher,

@@ -21,6 +21,7 @@ def capture_config(args, **runtime):
     if args.computing_heads:
         heads = tuple(tuple(int(x) for x in pair.split(":")) for pair in args.computing_heads.split(","))
     return CaptureConfig(teacher=args.teacher, cot=args.cot, max_new_tokens=args.max_new_tokens,
+                         generate_batch=args.generate_batch,
                          n_computing_heads=args.n_computing_heads, computing_heads=heads,
                          hidden_layer=args.hidden_layer, dtype=args.dtype, **runtime)
 

@@ -31,6 +31,8 @@ def _capture_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cot", default="reference", choices=["reference", "generate"],
                    help="reference: the dataset's solution text; generate: greedy CoT from the teacher")
     p.add_argument("--max-new-tokens", type=int, default=512, help="token budget for generated CoT")
+    p.add_argument("--generate-batch", type=int, default=1,
+                   help="generated CoTs made at once (several times faster on a CPU; 1 is exact single greedy)")
     p.add_argument("--teacher", default="embedded", help="'embedded' (SmolLM2-135M-Instruct) or a local HF model "
                                                           "dir (on AWS: a dir inside the capture image)")
     p.add_argument("--n-computing-heads", type=int, default=8)

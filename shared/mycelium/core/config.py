@@ -51,6 +51,7 @@ class CaptureConfig(StageConfig):
     teacher: str = Field("embedded", min_length=1, description="'embedded' or a local HF model path")
     cot: Literal["reference", "generate"] = "reference"
     max_new_tokens: int = Field(512, ge=1, le=32768, description="token budget for generated CoT")
+    generate_batch: int = Field(1, ge=1, le=512, description="CoTs generated at once (HF); 1 is exact single greedy")
     max_problem_tokens: int | None = Field(None, ge=1, description="reject longer problems (default: context - budget)")
     n_computing_heads: int = Field(8, ge=0, le=1024)
     calibration_problems: int = Field(4, ge=1, le=1000)

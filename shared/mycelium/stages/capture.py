@@ -39,6 +39,7 @@ class CaptureStage(Stage):
         ``generated``: problem id -> a CoT made beforehand (vLLM; see ``mycelium.teacher.generation``)."""
         super().__init__(store, run, config)
         self._teacher, self.generated = teacher, generated or {}
+        self.backend = "hf"  # how generated CoTs are made; the Batch worker sets "vllm" when it pre-generates
         self._problems: dict[str, Problem] = {}
 
     @cached_property
@@ -53,7 +54,27 @@ class CaptureStage(Stage):
         """The run's problems (or those of ``shards``), in shard order."""
         problems = list(read_problems(self.store, self.keys, shards))
         self._problems.update((p.id, p) for p in problems)
-        return [p.id for p in problems]
+        self._order = [p.id for p in problems]
+        return list(self._order)
+
+    def _generate_ahead(self, pid: str) -> None:
+        """With ``generate_batch`` > 1: the CoTs of ``pid`` and of the next problems not yet captured, at once."""
+        from ..teacher.generation import generate_cots
+        from ..teacher.tokens import prompt_tokens
+
+        order = getattr(self, "_order", [pid])
+        ahead = [p for p in order[order.index(pid) + 1:] if p not in self.generated][: 4 * self.config.generate_batch]
+        batch = [pid] + [p for p in ahead if not self._done_quietly(p)][: self.config.generate_batch - 1]
+        parts = self.teacher.prompt_parts()
+        prompts = [prompt_tokens(self.teacher, self.problem(p).question, parts).prompt_ids for p in batch]
+        for p, cot in zip(batch, generate_cots(self.teacher, prompts, self.config.max_new_tokens), strict=True):
+            self.generated[p] = cot
+
+    def _done_quietly(self, pid: str) -> bool:
+        try:
+            return self.is_done(pid)
+        except Exception:  # noqa: BLE001 - a corrupt commit: run_one will make it a ledger entry
+            return False
 
     def prepare(self) -> Calibration:
         """Once per run, before any problem: pin the config (``begin``) and find the computing heads."""
@@ -109,8 +130,10 @@ class CaptureStage(Stage):
         from ..teacher.capture import capture_problem
 
         problem = self.problem(pid)
+        if self.config.cot == "generate" and self.config.generate_batch > 1 and pid not in self.generated:
+            self._generate_ahead(pid)
         trace, chunk = capture_problem(self.teacher, problem, self.config, self.head_set,
-                                       self.teacher.prompt_parts(), self.config_hash(), self.generated.get(pid))
+                                       self.teacher.prompt_parts(), self.config_hash(), self.generated.pop(pid, None))
         data = encode_chunk(chunk)
         k = self.keys
         return Outputs(
@@ -119,7 +142,7 @@ class CaptureStage(Stage):
                       "truncated": int(trace.truncated), "correct": int(trace.correct is True),
                       "graded": int(trace.correct is not None)},
             detail={"model_id": self.teacher.model_id, "t_gen": trace.t_gen, "n_problem_tokens": len(trace.problem_offsets),
-                    "cot": "reference" if self.config.cot == "reference" else ("vllm" if pid in self.generated else "hf"),
+                    "cot": "reference" if self.config.cot == "reference" else self.backend,
                     "arrays": {n: list(a.shape) for n, a in chunk.arrays().items()}},
         )
 

@@ -1,4 +1,4 @@
-"""Chain-of-thought generation: Hugging Face ``generate`` per problem, or vLLM for a whole shard on a GPU.
+"""Chain-of-thought generation: Hugging Face ``generate`` in batches, or vLLM for a whole shard on a GPU.
 
 Capture needs the CoT first and attention second (one teacher-forced pass with
 eager attention). With vLLM the whole shard's CoTs are generated in one batched
@@ -6,7 +6,7 @@ call, the engine is freed, and only then is the eager Hugging Face teacher
 loaded, so the two never share the GPU. Greedy decoding with the chat prompt
 token for token as the HF path builds it (``teacher.tokens.prompt_tokens``); the text
 is decoded with the teacher's tokenizer, and capture re-tokenizes it as it does
-for HF output. Without vLLM, capture generates with HF ``generate`` per problem.
+for HF output. Without vLLM, capture generates with HF ``generate``, ``generate_batch`` problems at a time.
 """
 
 from __future__ import annotations
@@ -25,31 +25,38 @@ from .tokens import Tokens, prompt_tokens, tokenize
 log = logging.getLogger(__name__)
 
 
-def generate_cot(teacher: Teacher, tokens: Tokens, max_new_tokens: int) -> tuple[str, list[int], bool]:
-    """Greedy CoT from the chat prompt: (text, generated ids without EOS, truncated)."""
-    import torch
-
-    ids = torch.tensor([tokens.prompt_ids], device=teacher.device)
-    eos = teacher.eos_ids()
-    with torch.no_grad():
-        out = teacher.model.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
-            temperature=None, top_p=None, top_k=None, eos_token_id=eos,
-            pad_token_id=teacher.tokenizer.pad_token_id if teacher.tokenizer.pad_token_id is not None else eos[0],
-        )
-    new = out[0, ids.shape[1]:].tolist()
-    hit_eos = bool(new) and new[-1] in eos
-    if hit_eos:
-        new = new[:-1]
-    text = teacher.tokenizer.decode(new, skip_special_tokens=True)
-    return text, new, (not hit_eos and len(new) >= max_new_tokens)
-
-
 @dataclass(frozen=True)
 class GeneratedCot:
     text: str
     ids: list[int]  # generated token ids, without the end-of-turn token
     truncated: bool
+
+
+def generate_cots(teacher: Teacher, prompts: list[list[int]], max_new_tokens: int) -> list[GeneratedCot]:
+    """Greedy CoTs from chat prompts (token ids), in one batch: left-padded, masked, one ``generate`` call.
+
+    A batch of one is exactly a single greedy generation; in a larger batch a near tie between two
+    tokens can break the other way (other kernel shapes), which is why the batch size is in the config.
+    """
+    import torch
+
+    eos = teacher.eos_ids()
+    pad = teacher.tokenizer.pad_token_id if teacher.tokenizer.pad_token_id is not None else eos[0]
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=teacher.device)  # [batch, width]
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=teacher.device)
+    with torch.no_grad():
+        out = teacher.model.generate(
+            ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+            temperature=None, top_p=None, top_k=None, eos_token_id=eos, pad_token_id=pad,
+        )  # [batch, width + new]
+    cots = []
+    for row in out[:, width:].tolist():
+        ends = [i for i, tok in enumerate(row) if tok in eos]
+        new = row[: ends[0]] if ends else row  # what follows the end of turn is padding
+        text = teacher.tokenizer.decode(new, skip_special_tokens=True)
+        cots.append(GeneratedCot(text=text, ids=new, truncated=not ends and len(new) >= max_new_tokens))
+    return cots
 
 
 def use_vllm(cfg: CaptureConfig) -> bool:
@@ -105,7 +112,7 @@ def build_tokens(teacher: Teacher, problem: Problem, cfg: CaptureConfig, parts: 
                  generated=None) -> tuple[Tokens, dict]:
     """Prompt + CoT tokens (generated or reference) and CoT facts for the trace.
 
-    ``generated`` is a CoT made beforehand (``generation.GeneratedCot``, e.g. by vLLM); else HF generates it.
+    ``generated`` is a CoT made beforehand (a batch of them, or vLLM's); else HF generates this one.
     """
     tokens = prompt_tokens(teacher, problem.question, parts)
     facts: dict = {"truncated": False, "retokenized_equal": None}
@@ -114,10 +121,9 @@ def build_tokens(teacher: Teacher, problem: Problem, cfg: CaptureConfig, parts: 
             raise CaptureError(problem.id, "--cot reference, but the problem has no reference solution")
         cot_text = problem.solution
     else:
-        if generated is not None:
-            cot_text, gen_ids, truncated = generated.text, generated.ids, generated.truncated
-        else:
-            cot_text, gen_ids, truncated = generate_cot(teacher, tokens, cfg.max_new_tokens)
+        if generated is None:
+            (generated,) = generate_cots(teacher, [tokens.prompt_ids], cfg.max_new_tokens)
+        cot_text, gen_ids, truncated = generated.text, generated.ids, generated.truncated
         facts["truncated"] = truncated
     tokens.cot_ids, tokens.cot_offsets = tokenize(teacher.tokenizer, cot_text)
     if cfg.cot == "generate":
