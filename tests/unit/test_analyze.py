@@ -61,22 +61,57 @@ def test_steps_tile_the_cot_and_carry_labels_grounding_and_embeddings(captured):
         assert rec.heartbeats == len(rec.heartbeat_runs) and len(rec.received_attention) == len(trace.problem_offsets)
 
 
-def test_operands_are_grounded_in_text_words_prior_steps_and_constants(captured):
+def test_operands_point_only_at_earlier_results(captured):
     sources = {}
     for pid in _pids(captured):
         trace, chunk = _load(captured, pid)
         _, steps = analyze(trace, chunk, AnalyzeConfig())
-        results = {}  # step index -> values its expressions computed
+        values = {}  # CoT-wide expression index -> (step, the values it computed)
+        e = 0
         for s in steps:
-            for e in s.expressions:
-                for op in e.operands:
+            for expr in s.expressions:
+                for op in expr.operands:
                     sources.setdefault(op.source, []).append(op)
-                    if op.source == "step":  # a prior step's result, never a later one
-                        assert op.step <= s.index and Fraction(op.text) in results.get(op.step, set())
+                    if op.source in ("step", "chain"):  # an earlier expression's result, never a later one's
+                        assert op.expression < e and Fraction(op.text) in values[op.expression][1]
+                        k = values[op.expression][0]
+                        assert (op.source == "step" and op.step == k < s.index) or (op.source == "chain" and k == s.index)
                     if op.source == "text":
                         assert Fraction(op.span_text.replace(",", "")) == Fraction(op.text)
-                results.setdefault(s.index, set()).update(Fraction(v) for v in (e.value, e.result_text) if v)
-    assert {"text", "step"} <= set(sources)
+                    assert op.ambiguous == (op.problem_attention is not None)
+                values[e] = (s.index, {Fraction(v) for v in (expr.value, expr.result_text) if v})
+                e += 1
+    assert {"text"} < set(sources) and {"step", "chain"} & set(sources)
+
+
+def test_an_ambiguous_operand_is_decided_by_the_computing_heads_and_kept_ambiguous():
+    from mycelium.analysis.grounding import Grounding, ground_operand
+    from mycelium.analysis.numwords import mentions
+
+    question = "Ann has 12 apples and buys 3 more."
+    cot = "12 + 3 = 15. Then 15 - 3 = 12, and 12 * 2 = 24."
+    trace = Trace(problem_id="p000000000000", question=question, dataset="plain", model_id="m", cot_source="reference",
+                  prompt_text=question, prompt_len=9, problem_token_start=0, problem_token_end=9,
+                  problem_offsets=[(i, i + 1) for i in range(9)], cot_text=cot, cot_token_ids=list(range(len(cot))),
+                  cot_offsets=[(i, i + 1) for i in range(len(cot))])
+    offsets = np.array(trace.cot_offsets)
+    at = (cot.rindex("12 *"), cot.rindex("12 *") + 2)  # the last "12", written in step 2
+    reads = np.zeros(len(cot))
+    g = Grounding(trace, mentions(question), reads, offsets, 0.5, results=[(Fraction(15), 0, 0), (Fraction(12), 1, 1)])
+    att = np.ones(9)
+    # "12" is both in the problem and the result of step 1: the heads read the CoT there -> the earlier result
+    op = ground_operand("12", at, 2, att, g)
+    assert (op.source, op.step, op.expression, op.ambiguous, op.problem_attention) == ("step", 1, 1, True, 0.0)
+    reads[at[0]:at[1]] = 0.9  # ... they read the problem there -> the problem's "12"
+    op = ground_operand("12", at, 2, att, g)
+    assert (op.source, op.span_text, op.ambiguous, op.problem_attention) == ("text", "12", True, 0.9)
+    # in step 1 the value of step 1's own expression is a chain within the step, never "step 1"
+    op = ground_operand("15", (13, 15), 1, att, g)
+    assert (op.source, op.step, op.expression, op.ambiguous) == ("step", 0, 0, False)
+    g.results.append((Fraction(7), 2, 2))
+    op = ground_operand("7", (0, 1), 2, att, g)
+    assert (op.source, op.step, op.expression) == ("chain", None, 2)
+    assert ground_operand("1000", (0, 1), 2, att, g).source == "constant"
 
 
 def test_bad_jsd_layers_are_a_config_error(captured):
@@ -128,3 +163,17 @@ def test_show_before_analyze_says_what_to_run(captured, tmp_path):
     shutil.rmtree(store.root / "a" / "commits" / "analyze", ignore_errors=True)  # captured, not analysed
     with pytest.raises(MyceliumError, match="is not analysed .*mycelium analyze --run a"):
         show(store, "a", _pids(store)[2], out=io.StringIO())
+
+
+def test_a_cot_whose_attention_is_an_even_spread_has_no_heartbeat(captured):
+    """Through the whole analysis: the computing heads' IAF set to chance gives 0 heartbeats above chance,
+    while counting on raw IAF finds the t = 0 artefact."""
+    from mycelium.analysis import signals
+
+    trace, chunk = _load(captured, _pids(captured)[0])
+    chance = signals.chance_iaf(len(trace.problem_offsets), signals.visible_prompt_keys(chunk.meta), trace.t_gen)
+    chunk.iaf = np.broadcast_to(chance, chunk.iaf.shape).astype(np.float16)
+    rec, _ = analyze(trace, chunk, AnalyzeConfig())
+    assert rec.heartbeats == 0 and max(rec.iaf_over_chance) < 0.01 and rec.iaf[0] == pytest.approx(1.0)
+    raw, _ = analyze(trace, chunk, AnalyzeConfig(heartbeat_signal="iaf"))
+    assert raw.heartbeats >= 1 and raw.heartbeat_runs[0][0] == 0

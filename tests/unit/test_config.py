@@ -28,7 +28,7 @@ def _other_values(cls, name):
     elif isinstance(default, float):
         candidates = [default * 1.5, default / 1.5]
     elif isinstance(default, str):
-        candidates = ["generate", "float32", "all", "layer_mean", "gsm8k", "other"]
+        candidates = ["generate", "float32", "all", "layer_mean", "gsm8k", "lines", "iaf", "other"]
     elif isinstance(default, tuple):
         candidates = [(0.1, 0.3), (0,)]
     else:  # None: an optional setting

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mycelium.core.config import DiscoverConfig
-from mycelium.templates.taxonomy import _memberships, cut, elbow_gain, surface_tension
+from mycelium.templates.taxonomy import memberships, cut, elbow_gain, surface_tension
 from mycelium.templates.ib import anneal, critical_beta, smooth_labels
 
 SETS = [[0], [1], [0, 2], [3, 4], [5], [6, 1]]
@@ -39,7 +39,7 @@ def five():
 
 
 def _purity(an, templates, label):
-    hard = _memberships(an, templates).argmax(1)
+    hard = memberships(an, templates).argmax(1)
     return np.mean([np.bincount(label[hard == t]).max() / (hard == t).sum() for t in range(len(templates))])
 
 
@@ -106,7 +106,7 @@ def test_a_small_class_that_splits_off_first_does_not_fold_the_taxonomy():
     raw = cut(an, cfg.gain)
     templates, absorbed = surface_tension(an, raw, cfg.min_size)
     assert len(raw) == 5 and len(templates) == 4 and len(absorbed) == 1
-    sizes = np.bincount(_memberships(an, templates).argmax(1))
+    sizes = np.bincount(memberships(an, templates).argmax(1))
     assert sizes.min() >= 100  # four real templates remain, none folded into the root
 
 

@@ -92,3 +92,29 @@ def test_undefined_functions_are_not_operations():
     f = sympy.Function("f")
     x = sympy.Symbol("x")
     assert op_labels(f(x) + sympy.sin(x)) == ["add", "sin"]
+
+
+def test_labels_of_a_hostile_exponent_are_bounded_outside_the_sandbox():
+    t0 = time.perf_counter()
+    assert parse("2^(factorial(factorial(20)))").labels() == ["factorial", "pow_general"]
+    assert parse("2^(1/3 + 1/6)").labels() == ["add", "inverse", "mul", "sqrt"]  # small reciprocals still evaluate
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_a_huge_valid_value_keeps_its_labels_in_the_batch():
+    found = find_expressions("So <<10^5000=1>>1 and <<3*4=12>>12.")
+    labelled = label_expressions(found)
+    assert [lab.labels for lab in labelled] == [("pow_general",), ("mul",)]
+    assert labelled[0].ok and labelled[0].value is None and labelled[1].value == "12"
+    assert "not printable" in evaluate(["10^5000"]).errors[0]
+
+
+@pytest.mark.parametrize("text,variables,expr", [
+    ("2x+3", True, "2*x + 3"), ("0.2 x 50", False, "(1/5)*50"), ("3 x (2+1)", False, "3*(1 + 2)"),
+    ("4 x 5", False, "4*5"),
+])
+def test_x_is_a_variable_unless_it_multiplies_numbers(text, variables, expr):
+    parsed = parse(text, variables=variables)
+    assert str(parsed.expr) == expr
+    if variables:
+        assert parsed.labels() == ["add", "mul"]

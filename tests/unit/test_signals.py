@@ -96,3 +96,28 @@ def test_telegraph_score_prefers_switching_heads():
     flat = np.full(40, 0.5)
     scores = signals.telegraph_score(np.stack([telegraph, flat]))
     assert scores[0] == pytest.approx(0.5) and scores[1] == pytest.approx(0.0)
+
+
+def test_token_0_reads_the_problem_by_construction_and_the_chance_correction_says_so():
+    """Attention spread evenly over the visible keys: raw IAF starts at 1 and looks like a heartbeat; above
+    chance it is 0 throughout, so a CoT that never reads the problem has no heartbeat."""
+    from mycelium.analysis.timeseries import heartbeats
+
+    P, T = 30, 120
+    chance = signals.chance_iaf(P, P, T)
+    assert chance[0] == 1.0 and chance[P] == pytest.approx(0.5)
+    even = chance.copy()  # the IAF of rows that spread evenly over problem and CoT keys
+    assert heartbeats(even, 0.5, 5) == 1  # the artefact: a pulse from token 0
+    assert heartbeats(signals.iaf_over_chance(even, chance), 0.5, 5) == 0
+    never = np.zeros(T)
+    never[0] = 1.0  # token 0 has no choice, every later row reads the CoT only
+    assert heartbeats(signals.iaf_over_chance(never, chance), 0.5, 5) == 0
+    pulses = np.where((np.arange(T) // 10) % 3 == 2, 0.95, chance)  # reads the problem in 10-token bursts
+    assert heartbeats(signals.iaf_over_chance(pulses, chance), 0.5, 5) == 4
+
+
+def test_visible_prompt_keys_follow_the_sink_settings():
+    meta = {"n_problem_tokens": 12, "prompt_len": 20, "signals": {"exclude_template_tokens": True}}
+    assert signals.visible_prompt_keys(meta) == 12
+    meta["signals"] = {"exclude_template_tokens": False, "exclude_first_token": True}
+    assert signals.visible_prompt_keys(meta) == 19

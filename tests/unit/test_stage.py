@@ -93,7 +93,7 @@ def test_a_worker_killed_mid_item_is_a_ledger_entry_not_an_aborted_stage(run):
     keys = RunKeys("t")
     victim = problem_ids(run, keys)[1]
     summary = run_stage(ToyStage(run, "t", ToyConfig(crash_on=victim)), progress=False, workers=2)
-    assert (summary.n_in, summary.n_out, summary.failed) == (6, 5, 1)
+    assert (summary.n_in, summary.failed, summary.n_out + summary.skipped.get("already done", 0)) == (6, 1, 5)
     assert "worker process died" in run.get_json(keys.failure("toy", victim))["reason"]
     assert all(read_commit(run, keys, "toy", p) for p in problem_ids(run, keys) if p != victim)
     # the item runs again next time, and its success clears the entry
@@ -170,7 +170,8 @@ def test_a_slow_consumer_loses_no_item_when_the_pool_breaks(run):
         seen.append((result.item, result.status))
         time.sleep(0.5)  # the pool breaks while the consumer is away
     assert sorted(item for item, _ in seen) == sorted(pids)
-    assert dict(seen)[pids[3]] == "failed" and sum(st == "done" for _, st in seen) == 5
+    # an item whose result was in flight when the pool broke is run again alone and found committed
+    assert dict(seen)[pids[3]] == "failed" and sum(st in ("done", "skipped") for _, st in seen) == 5
 
 
 def test_a_config_that_stops_the_stage_leaves_the_run_s_current_config(run):

@@ -98,3 +98,48 @@ def test_layer_selection():
     assert AnalyzeConfig().layers_for(1) == [0]
     with pytest.raises(ValueError, match="jsd_layer_fraction"):
         AnalyzeConfig(jsd_layer_fraction=(0.6, 0.2))
+
+
+def test_boundary_match_is_a_maximum_matching():
+    from scipy.optimize import linear_sum_assignment
+
+    assert boundary_match(np.array([3, 5]), np.array([1, 4]), 2) == (2, 0, 0)  # greedy by distance finds 1
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        pred = np.unique(rng.integers(0, 40, rng.integers(0, 10)))
+        ref = np.unique(rng.integers(0, 40, rng.integers(0, 10)))
+        tol = int(rng.integers(0, 4))
+        ok = (np.abs(pred[:, None] - ref[None, :]) <= tol).astype(float)  # [P, R]
+        best = int(ok[linear_sum_assignment(-ok)].sum()) if ok.size else 0
+        assert boundary_match(pred, ref, tol) == (best, len(pred) - best, len(ref) - best)
+
+
+@pytest.mark.parametrize("cot, where", [
+    ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.", "48/2 ="),
+    ("She earns $10 x 2 = $<<10*2=20>>20.", "$10 x 2"),
+    ("Half of 48 is <<48/2=24>>24.", "<<48"),
+    ("So she pays 3 * 4 = 12 dollars.", "3 * 4"),
+])
+def test_the_reference_is_where_the_cot_starts_writing_each_calculation(cot, where):
+    from mycelium.mathlang.expressions import calculation_start, find_expressions
+
+    (f,) = find_expressions(cot)
+    assert calculation_start(cot, f) == cot.index(where)
+
+
+def test_segmentations_by_layout_and_by_jsd_among_lines():
+    from mycelium.analysis.boundaries import calculation_starts, layout_starts, segment
+    from mycelium.mathlang.expressions import find_expressions
+
+    cot = "First 2+3 = <<2+3=5>>5 apples.\nThen 5*4 = <<5*4=20>>20. So 20.\nDone: 20"
+    offsets = np.array([(i, i + 1) for i in range(len(cot))])  # one token per character
+    lines = layout_starts(cot, offsets, "line")
+    assert lines.tolist() == [cot.index("Then"), cot.index("Done")]
+    assert layout_starts(cot, offsets, "sentence").tolist() == [cot.index("Then"), cot.index("So"), cot.index("Done")]
+    assert calculation_starts(cot, offsets, find_expressions(cot)).tolist() == [cot.index("2+3"), cot.index("5*4")]
+    jsd = np.zeros(len(cot))
+    jsd[cot.index("Done") + 1] = 1.0  # the JSD rises next to the last line only
+    picked = segment("jsd_lines", np.array([7]), jsd, cot, offsets, window=2)
+    assert picked.tolist() == [cot.index("Done")]  # as many lines as JSD peaks (1), the one where JSD is high
+    with pytest.raises(ValueError, match="segmentation 'bogus'"):
+        segment("bogus", np.array([]), jsd, cot, offsets, 2)

@@ -6,8 +6,6 @@ the records; the same call runs in the local process pool and in the Lambda hand
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import numpy as np
 
 from ..core.config import AnalyzeConfig
@@ -17,8 +15,8 @@ from ..records.analysis import Embedding, SignalsRecord, StepRecord
 from ..records.capture import Trace
 from ..records.chunk import Chunk
 from . import signals as sig
-from .boundaries import boundary_match, find_boundaries, reference_boundaries
-from .grounding import as_fraction, expression_record, map_clauses
+from .boundaries import boundary_match, calculation_starts, find_boundaries, segment
+from .grounding import Grounding, as_fraction, expression_record, map_clauses
 from .numwords import mentions
 from .text import clause_spans, word_starts
 from .timeseries import heartbeats, runs_above
@@ -48,16 +46,23 @@ def analyze(trace: Trace, chunk: Chunk, cfg: AnalyzeConfig) -> tuple[SignalsReco
         raise ConfigError(f"jsd_layers {layers} out of range for {L} layers")
     offsets = np.asarray(trace.cot_offsets, dtype=np.int64).reshape(-1, 2)  # [T, 2]
 
-    # boundaries: smoothed JSD peaks, snapped to word starts
+    # boundaries: smoothed JSD peaks snapped to word starts, or the segmentation the config names
     jsd = chunk.jsd[layers].astype(np.float32).mean((0, 1))  # [T]
-    bounds, prom_by_bound, smoothed = find_boundaries(jsd, word_starts(trace.cot_text, offsets), cfg)
+    jsd_bounds, jsd_prom, smoothed = find_boundaries(jsd, word_starts(trace.cot_text, offsets), cfg)
+    bounds = segment(cfg.segmentation, jsd_bounds, smoothed, trace.cot_text, offsets, cfg.snap_tokens)
+    # each boundary's strength: its JSD peak's prominence, else the smoothed JSD where it is
+    prom_by_bound = jsd_prom if cfg.segmentation == "jsd" else smoothed[bounds]
 
-    # heartbeats on the computing heads' IAF
+    # heartbeats on the computing heads' IAF, above what an even spread over the visible keys would give
     heads = _heads(chunk, cfg.iaf_heads)
     iaf_traces = chunk.iaf[heads[:, 0], heads[:, 1]].astype(np.float32)  # [k, T]
     iaf_mean = iaf_traces.mean(0)  # [T]
-    _, run_s, run_e = runs_above(iaf_mean, cfg.heartbeat_threshold, cfg.heartbeat_min_run)
-    per_head = heartbeats(iaf_traces, cfg.heartbeat_threshold, cfg.heartbeat_min_run)
+    chance = sig.chance_iaf(len(trace.problem_offsets), sig.visible_prompt_keys(chunk.meta), T)  # [T]
+    above = sig.iaf_over_chance(iaf_mean, chance)  # [T]
+    beat, beat_heads = (above, sig.iaf_over_chance(iaf_traces, chance)) if cfg.heartbeat_signal == "iaf_over_chance" \
+        else (iaf_mean, iaf_traces)
+    _, run_s, run_e = runs_above(beat, cfg.heartbeat_threshold, cfg.heartbeat_min_run)
+    per_head = heartbeats(beat_heads, cfg.heartbeat_threshold, cfg.heartbeat_min_run)
 
     # attention over the problem used for mapping
     comp_att = chunk.computing_head_attention()
@@ -71,24 +76,24 @@ def analyze(trace: Trace, chunk: Chunk, cfg: AnalyzeConfig) -> tuple[SignalsReco
     found = find_expressions(trace.cot_text, cfg.max_expressions)
     labelled = label_expressions(found, cfg.sandbox_timeout_s)
     expr_tok = np.searchsorted(offsets[:, 1], [f.start for f in found], side="right")  # token of each expression
-    ref = reference_boundaries(trace.cot_text, offsets, found)
+    ref = calculation_starts(trace.cot_text, offsets, found)
     tp, fp, fn = boundary_match(bounds, ref, cfg.boundary_tolerance) if found else (0, 0, 0)
 
     edges = np.concatenate([[0], bounds, [T]]).astype(np.int64)
     step_of_expr = np.clip(np.searchsorted(edges, expr_tok, side="right") - 1, 0, len(edges) - 2)
-    ments = mentions(trace.question)
     clauses = clause_spans(trace.question)
-    prior: list[tuple[Fraction, int]] = []
+    g = Grounding(trace, mentions(trace.question), above, offsets, cfg.grounding_threshold)
     steps: list[StepRecord] = []
     for k in range(len(edges) - 1):  # over steps (a handful), not tokens
         i, j = int(edges[k]), int(edges[k + 1])
         step_att = att_cum[j] - att_cum[i]  # [P]
         records = []
-        for f, lab in ((found[e], labelled[e]) for e in np.flatnonzero(step_of_expr == k)):
-            records.append(expression_record(f, lab, step_att, trace, ments, prior))
-            for value in (lab.value, f.result_text):
+        for e in np.flatnonzero(step_of_expr == k):
+            f, lab = found[e], labelled[e]
+            records.append(expression_record(f, lab, k, step_att, g))
+            for value in (lab.value, f.result_text):  # available to the expressions after this one
                 if value is not None and (fv := as_fraction(value)) is not None:
-                    prior.append((fv, k))
+                    g.results.append((fv, k, int(e)))
         labels = sorted({l for r in records if r.ok for l in r.labels})
         reason = None if labels else ("no arithmetic in step" if not records else next(
             (r.reason for r in records if r.reason), "no operations"))
@@ -103,9 +108,10 @@ def analyze(trace: Trace, chunk: Chunk, cfg: AnalyzeConfig) -> tuple[SignalsReco
         ))
     record = SignalsRecord(
         problem_id=trace.problem_id, dataset=trace.dataset, level=trace.level, subject=trace.subject, t_gen=T,
-        jsd_layers=layers, jsd=_round(jsd), jsd_smoothed=_round(smoothed), boundaries=[int(b) for b in bounds],
+        jsd_layers=layers, jsd=_round(jsd), jsd_smoothed=_round(smoothed), segmentation=cfg.segmentation,
+        boundaries=[int(b) for b in bounds], jsd_boundaries=[int(b) for b in jsd_bounds],
         boundary_prominences=_round(prom_by_bound), iaf_heads=[tuple(map(int, h)) for h in heads],
-        iaf=_round(iaf_mean), heartbeats=len(run_s), heartbeat_runs=[(int(a), int(b)) for a, b in zip(run_s, run_e)],
+        iaf=_round(iaf_mean), iaf_over_chance=_round(above), heartbeat_signal=cfg.heartbeat_signal, heartbeats=len(run_s), heartbeat_runs=[(int(a), int(b)) for a, b in zip(run_s, run_e)],
         heartbeats_per_head=[int(c) for c in np.atleast_1d(per_head)], received_attention=_round(received),
         reference_boundaries=[int(r) for r in ref], boundary_tp=tp, boundary_fp=fp, boundary_fn=fn,
         n_steps=len(steps), n_expressions=len(found), n_parsed=sum(1 for l in labelled if l.ok),

@@ -1,11 +1,14 @@
 """Where a step's operands come from, and which problem clauses a step read.
 
-An operand is grounded in the problem's digits, a number word ("half", "twice"), a prior step's result,
-or is a constant; a step's most-attended problem tokens are expanded to the clauses that hold them.
+An operand is grounded in the problem's digits, a number word ("half", "twice"), an earlier expression's
+result (never one of its own step's later ones), or is a constant; where the problem and an earlier result
+both hold its value, the computing heads' attention while it is written decides, and the ambiguity is kept.
+A step's most-attended problem tokens are expanded to the clauses that hold them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
@@ -24,36 +27,76 @@ def as_fraction(text: str) -> Fraction | None:
         return None
 
 
-def ground_operand(number: str, step_att: np.ndarray, trace: Trace, ments: list[Mention], prior: list[tuple[Fraction, int]]
-            ) -> Operand | None:
-    """Where an operand comes from: problem digits, a prior step's result, a number word, or a constant."""
+@dataclass
+class Grounding:
+    """What grounding reads for one CoT: the problem's number mentions, where the computing heads read the
+    problem (IAF above chance per CoT token), and the results of the expressions before the current one."""
+
+    trace: Trace
+    mentions: list[Mention]
+    reads_problem: np.ndarray  # [T]
+    offsets: np.ndarray  # [T, 2] CoT token character offsets
+    threshold: float  # above it an ambiguous operand is read from the problem, below from an earlier result
+    results: list[tuple[Fraction, int, int]] = field(default_factory=list)  # (value, step, expression), in order
+
+    def attention_at(self, start: int, end: int) -> float:
+        """Mean IAF above chance of the CoT tokens that write characters [start, end)."""
+        i, j = tokens_covering([tuple(o) for o in self.offsets], start, end)
+        return float(self.reads_problem[i:max(j, i + 1)].mean()) if len(self.reads_problem) else 0.0
+
+
+def ground_operand(number: str, at: tuple[int, int], step: int, step_att: np.ndarray, g: Grounding) -> Operand | None:
+    """Where the operand ``number`` written at CoT characters ``at`` in step ``step`` comes from.
+
+    Problem digits, then number words, are the problem's candidates (the mention this step attended to
+    most); the latest earlier expression with that value is the result candidate. When both exist the
+    operand is ambiguous and the computing heads decide: reading the problem above ``threshold`` while
+    writing it means the problem, else the earlier result. Results of this step's own expression never count.
+    """
     v = as_fraction(number)
     if v is None:
         return None
 
     def best(cands: list[Mention]) -> Mention:  # the mention this step attended to most
-        scores = [step_att[slice(*tokens_covering(trace.problem_offsets, m.start, m.end))].sum() for m in cands]
+        scores = [step_att[slice(*tokens_covering(g.trace.problem_offsets, m.start, m.end))].sum() for m in cands]
         return cands[int(np.argmax(scores))]
 
-    digits = [m for m in ments if v in m.values and any(c.isdigit() for c in m.text)]
-    if digits:
-        m = best(digits)
-        return Operand(text=number, source="text", span=(m.start, m.end), span_text=m.text)
-    steps = [k for value, k in prior if value == v]
-    if steps:
-        return Operand(text=number, source="step", step=steps[-1])
-    words = [m for m in ments if v in m.values]
-    if words:
-        m = best(words)
-        return Operand(text=number, source="word", span=(m.start, m.end), span_text=m.text)
+    digits = [m for m in g.mentions if v in m.values and any(c.isdigit() for c in m.text)]
+    words = [m for m in g.mentions if v in m.values and not any(c.isdigit() for c in m.text)]
+    mention = best(digits) if digits else best(words) if words else None
+    earlier = [(k, e) for value, k, e in g.results if value == v and k <= step]
+    result = earlier[-1] if earlier else None
+    ambiguous = mention is not None and result is not None
+    attention = round(g.attention_at(*at), 5) if ambiguous else None
+    if mention is not None and (result is None or attention >= g.threshold):
+        return Operand(text=number, source="text" if digits else "word", span=(mention.start, mention.end),
+                       span_text=mention.text, ambiguous=ambiguous, problem_attention=attention)
+    if result is not None:
+        k, e = result
+        return Operand(text=number, source="step" if k < step else "chain", step=k if k < step else None,
+                       expression=e, ambiguous=ambiguous, problem_attention=attention)
     return Operand(text=number, source="constant")
 
 
-def expression_record(f: Found, lab: Labelled, step_att, trace, ments, prior) -> ExpressionRecord:
+def _positions(cot: str, f: Found, numbers: list[str]) -> list[tuple[int, int]]:
+    """Where each operand is written in the CoT, in order within the expression's span (else the whole span)."""
+    out, cursor = [], f.start
+    for n in numbers:
+        i = cot.find(n, cursor, f.end)
+        if i < 0:
+            out.append((f.start, f.end))
+        else:
+            out.append((i, i + len(n)))
+            cursor = i + len(n)
+    return out
+
+
+def expression_record(f: Found, lab: Labelled, step: int, step_att: np.ndarray, g: Grounding) -> ExpressionRecord:
     operands = []
     if lab.ok:
         numbers = [n for n in lab.numbers if not (f.kind == "latex" and n == "-1")]
-        operands = [op for n in numbers if (op := ground_operand(n, step_att, trace, ments, prior)) is not None]
+        at = _positions(g.trace.cot_text, f, numbers)
+        operands = [op for n, pos in zip(numbers, at) if (op := ground_operand(n, pos, step, step_att, g)) is not None]
     matches = None
     if lab.value is not None and f.result_text is not None:
         a, b = as_fraction(lab.value), as_fraction(f.result_text)

@@ -85,3 +85,36 @@ def telegraph_score(iaf_trace: Array) -> Array:
     if _is_torch(iaf_trace):
         return iaf_trace.std(-1, correction=0)
     return iaf_trace.std(-1)
+
+
+def chance_iaf(n_problem: int, n_visible_prompt: int, t_gen: int):
+    """[T] the IAF of a row that spreads its attention evenly over the keys it may see.
+
+    Row t sees ``n_visible_prompt`` prompt keys (``n_problem`` of them problem tokens) and the t CoT
+    tokens before it, sinks excluded: chance(t) = P / (V0 + t). At t = 0 it is 1 when the template is
+    masked: the row that writes the first CoT token can read nothing but the problem.
+    """
+    import numpy as np
+
+    return n_problem / (n_visible_prompt + np.arange(t_gen, dtype=np.float64))
+
+
+def iaf_over_chance(iaf, chance):
+    """IAF above chance, scaled to [.., 1]: (IAF - c) / (1 - c), and 0 where c = 1 (no choice, no evidence).
+
+    iaf: [..., T]; chance: [T]. 1 means every bit of attention the row could spend elsewhere went to the
+    problem; 0 means no more than an even spread would give. IAF itself is a share of attention and starts
+    at 1 by construction, so a heartbeat counted on it begins at token 0 in every problem.
+    """
+    import numpy as np
+
+    room = 1.0 - chance
+    return np.where(room > 1e-9, (np.asarray(iaf, dtype=np.float64) - chance) / np.where(room > 1e-9, room, 1.0), 0.0)
+
+
+def visible_prompt_keys(meta: dict) -> int:
+    """Prompt keys a generation-phase row sees once the sinks are excluded (from a chunk's meta)."""
+    sig = meta.get("signals", {})
+    if sig.get("exclude_template_tokens", True):
+        return int(meta["n_problem_tokens"])
+    return int(meta["prompt_len"]) - (1 if sig.get("exclude_first_token", True) else 0)

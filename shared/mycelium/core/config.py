@@ -100,6 +100,8 @@ class AnalyzeConfig(StageConfig):
     jsd_layer_fraction: tuple[float, float] = Field(
         (0.0, 0.5), description="else the layers in [a, b) of the depth; default the first half"
     )
+    segmentation: Literal["jsd", "lines", "sentences", "jsd_lines"] = Field(
+        "jsd", description="step boundaries: JSD peaks, line or sentence starts, or line starts ranked by JSD")
     iaf_heads: Literal["computing", "all"] = Field("computing", description="heads whose mean IAF gives heartbeats")
     map_heads: Literal["computing", "layer_mean"] = Field("computing", description="attention used to map steps")
     savgol_window: int = Field(5, ge=3)
@@ -109,10 +111,14 @@ class AnalyzeConfig(StageConfig):
     peak_prominence: float = Field(3.0, gt=0, description="in units of the smoothed trace's standard deviation")
     peak_distance: int = Field(24, ge=1, description="minimum tokens between boundaries")
     snap_tokens: int = Field(2, ge=0, description="how far a boundary may move to reach a word start")
+    heartbeat_signal: Literal["iaf", "iaf_over_chance"] = Field(
+        "iaf_over_chance", description="the trace heartbeats are counted on (raw IAF starts at 1 at token 0)")
     heartbeat_threshold: float = Field(0.5, gt=0, lt=1)
     heartbeat_min_run: int = Field(5, ge=1)
     boundary_tolerance: int = Field(2, ge=0, description="tokens, for precision/recall/F1")
     map_top_k: int = Field(3, ge=1, description="most-attended problem tokens per step")
+    grounding_threshold: float = Field(
+        0.5, gt=0, lt=1, description="IAF above chance at which an ambiguous operand is read from the problem")
     max_expressions: int = Field(64, ge=1)
     sandbox_timeout_s: float = Field(2.0, gt=0)
     workers: int | None = Field(None, ge=1)

@@ -79,6 +79,25 @@ def find_expressions(cot: str, limit: int = 64) -> list[Found]:
     return found[:limit]
 
 
+# The arithmetic a line writes just before a calculator annotation: "48/2 = <<48/2=24>>" writes "48/2 = ".
+_WRITTEN = re.compile(rf"(?P<expr>{_CHAIN})\s*+=?\s*+\$?+\s*+$")
+
+
+def calculation_start(cot: str, f: Found) -> int:
+    """Where the CoT starts writing the computation ``f`` (a character offset).
+
+    For a calculator annotation: the arithmetic written just before it on its line ("48/2 = <<48/2=24>>24"
+    starts at "48"), else the annotation itself; for inline arithmetic and LaTeX, the expression's start.
+    """
+    if f.kind != "annotation":
+        return f.start
+    line_start = cot.rfind("\n", 0, f.start) + 1
+    if f.start - line_start > _MAX_LINE:
+        return f.start
+    m = _WRITTEN.search(cot, line_start, f.start)
+    return m.start("expr") if m else f.start
+
+
 def _latex_parts(body: str) -> list[tuple[str, str | None]]:
     """The computation side(s) of a LaTeX equation chain and the value it states, if numeric."""
     sides = [s.strip() for s in _LATEX_SPLIT.split(body) if s.strip()]

@@ -83,8 +83,9 @@ def tokenize(text: str) -> list[tuple[str, str]]:
                 raise ParseError(text, f"number with more than {MAX_DIGITS} digits")
         if kind == "op":
             tok = {"×": "*", "÷": "/"}.get(tok, tok)
-        if kind == "name" and tok == "x" and out and (out[-1][0] == "num" or out[-1][1] == ")"):
-            kind, tok = "op", "*"  # GSM8K's "0.2 x 50"
+        if (kind == "name" and tok == "x" and out and (out[-1][0] == "num" or out[-1][1] == ")")
+                and re.match(r"\s*[\d.($]", text[m.end():])):
+            kind, tok = "op", "*"  # GSM8K's "0.2 x 50"; in "2x + 3" x stays a name
         if tok == "(":
             calls.append(bool(out) and out[-1][0] == "name")
         elif tok == ")" and calls:
@@ -138,10 +139,15 @@ class _Parser:
 
     def term(self):
         e = self.unary()
-        while (t := self.peek()) and t[0] == "op" and t[1] in ("*", "/"):
-            self.take()
-            rhs = self.unary()
-            e = sympy.Mul(e, rhs if t[1] == "*" else sympy.Pow(rhs, -1, evaluate=False), evaluate=False)
+        while t := self.peek():
+            if t[0] == "op" and t[1] in ("*", "/"):
+                self.take()
+                rhs = self.unary()
+                e = sympy.Mul(e, rhs if t[1] == "*" else sympy.Pow(rhs, -1, evaluate=False), evaluate=False)
+            elif self.variables and t[0] == "name":  # "2x": implicit multiplication by a variable
+                e = sympy.Mul(e, self.unary(), evaluate=False)
+            else:
+                break
         return e
 
     def unary(self):
@@ -229,11 +235,15 @@ def _small_value(exp: sympy.Expr) -> sympy.Expr:
 
     Only small integer atoms and no nested powers other than ``x**-1``: ``(9**9**9)`` stays as it is.
     """
+    # Runs outside the sandbox (labels are pure tree walks): evaluate only what is bounded by construction,
+    # sums and products of small integers and reciprocals; a function (factorial) or a power is never evaluated.
     if exp.is_Atom or exp.free_symbols or sympy.count_ops(exp) > 6:
         return exp
-    if any(abs(a) > 1000 for a in exp.atoms(sympy.Integer)):
+    nodes = list(sympy.preorder_traversal(exp))
+    if not all(isinstance(n, (sympy.Add, sympy.Mul, sympy.Rational)) or (isinstance(n, sympy.Pow) and n.exp == -1)
+               for n in nodes):
         return exp
-    if any(p.exp != -1 for p in exp.atoms(sympy.Pow)):
+    if any(abs(a) > 1000 for a in exp.atoms(sympy.Integer)):
         return exp
     return exp.doit()
 
@@ -293,8 +303,11 @@ def value_of(expr: sympy.Expr) -> tuple[str | None, str | None]:
         return None, f"{type(e).__name__}: {e}"
     if v.free_symbols or not v.is_number:
         return None, "has free symbols"
-    v = sympy.nsimplify(v) if v.is_Float else v
-    text = str(v) if v.is_Rational else str(sympy.N(v, 15))
+    try:
+        v = sympy.nsimplify(v) if v.is_Float else v
+        text = str(v) if v.is_Rational else str(sympy.N(v, 15))
+    except (ValueError, ArithmeticError, TypeError) as e:  # e.g. an integer over Python's 4300-digit str limit
+        return None, f"value not printable ({type(e).__name__}: {str(e)[:80]})"
     if text in ("zoo", "nan", "oo", "-oo"):
         return None, f"not finite ({text})"
     return text, None

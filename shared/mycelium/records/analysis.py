@@ -35,11 +35,18 @@ class Embedding(_Artifact):
 
 
 class Operand(_Artifact):
+    """Where an operand comes from: the problem (its digits, or a number word), the result of an earlier
+    expression (in an earlier step: ``step``; earlier in the same step: ``chain``), or a constant."""
+
     text: str = Field(description="the number as the expression writes it")
-    source: Literal["text", "word", "step", "constant"]
+    source: Literal["text", "word", "step", "chain", "constant"]
     span: tuple[int, int] | None = Field(None, description="character span in the problem text")
     span_text: str | None = None
-    step: int | None = Field(None, description="index of the prior step whose result this is")
+    step: int | None = Field(None, description="the step of the earlier result (always before the operand's step)")
+    expression: int | None = Field(None, description="CoT-wide index of the earlier expression whose result it is")
+    ambiguous: bool = Field(False, description="the problem and an earlier result both hold this value")
+    problem_attention: float | None = Field(
+        None, description="where ambiguous: the computing heads' IAF above chance on the operand's tokens")
 
 
 class ExpressionRecord(_Artifact):
@@ -67,7 +74,7 @@ class MappedSpan(_Artifact):
 class StepRecord(_Artifact):
     """One computation step of a CoT: its span, expressions, labels, problem mapping, embedding."""
 
-    schema_version: Literal[2] = 2  # 2: lineage moved to the commit marker
+    schema_version: Literal[3] = 3  # 2: lineage moved to the commit marker; 3: grounding sources, ambiguity
     problem_id: str
     dataset: Literal["gsm8k", "math", "plain"]
     index: int
@@ -87,7 +94,7 @@ class StepRecord(_Artifact):
 class SignalsRecord(_Artifact):
     """Per-problem signal analysis: traces, boundaries, heartbeats, and what fed each signal."""
 
-    schema_version: Literal[2] = 2  # 2: lineage moved to the commit marker
+    schema_version: Literal[3] = 3  # 2: lineage moved to the commit marker; 3: IAF over chance
     problem_id: str
     dataset: Literal["gsm8k", "math", "plain"]
     level: int | None = None
@@ -96,15 +103,20 @@ class SignalsRecord(_Artifact):
     jsd_layers: list[int]
     jsd: list[float] = Field(description="JSD trace: mean over jsd_layers and all heads")
     jsd_smoothed: list[float]
-    boundaries: list[int] = Field(description="step boundaries (token index), snapped to word starts")
-    boundary_prominences: list[float]
+    segmentation: str = Field(description="how the boundaries were chosen (AnalyzeConfig.segmentation)")
+    boundaries: list[int] = Field(description="step boundaries (token index)")
+    jsd_boundaries: list[int] = Field(description="the JSD trace's peaks, snapped to word starts")
+    boundary_prominences: list[float] = Field(description="JSD peak prominence (jsd), else the smoothed JSD there")
     iaf_heads: list[tuple[int, int]]
     iaf: list[float] = Field(description="mean IAF of iaf_heads")
+    iaf_over_chance: list[float] = Field(description="the same above an even spread over the visible keys (0 at t=0)")
+    heartbeat_signal: str = Field(description="the trace heartbeats were counted on")
     heartbeats: int
     heartbeat_runs: list[tuple[int, int]]
     heartbeats_per_head: list[int]
     received_attention: list[float] = Field(description="per problem token, summed over CoT tokens (map heads mean)")
-    reference_boundaries: list[int] = Field(default_factory=list, description="from the CoT's own arithmetic")
+    reference_boundaries: list[int] = Field(
+        default_factory=list, description="the first token of each calculation's own text (not layout)")
     boundary_tp: int = 0
     boundary_fp: int = 0
     boundary_fn: int = 0

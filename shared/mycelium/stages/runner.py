@@ -6,7 +6,8 @@ write its report, and saves the stage's line of the run summary whatever happens
 
 The pool keeps at most two items per worker in flight. A worker that dies (the OOM killer, a segfault)
 breaks the pool; the items in flight then are run again one at a time, each in a fresh worker, so the
-one that kills its worker again gets a ledger entry and the others their results. The stage goes on.
+one that kills its worker again gets a ledger entry and the others their results (one whose result was
+lost with the pool is found committed, and counted as already done). The stage goes on.
 """
 
 from __future__ import annotations

@@ -32,13 +32,18 @@ log = logging.getLogger(__name__)
 # ---- inputs ------------------------------------------------------------------------------------
 
 
+def pca_basis(X: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean [d], basis [d, k]) of the top ``k = min(dims, d, N)`` principal components of the rows of X."""
+    mean = X.mean(0)
+    Xc = X - mean
+    w, v = np.linalg.eigh(Xc.T @ Xc)  # [d, d]
+    return mean, v[:, ::-1][:, : min(dims, X.shape[1], X.shape[0])]
+
+
 def pca(X: np.ndarray, dims: int) -> np.ndarray:
     """Project rows of X onto their top principal components. [N, d] -> [N, min(dims, d, N)]"""
-    Xc = X - X.mean(0, keepdims=True)
-    cov = Xc.T @ Xc  # [d, d]
-    w, v = np.linalg.eigh(cov)
-    k = min(dims, X.shape[1], X.shape[0])
-    return Xc @ v[:, ::-1][:, :k]
+    mean, basis = pca_basis(X, dims)
+    return (X - mean) @ basis
 
 
 def neighbours(X: np.ndarray, k: int, dims: int, block: int = 1024) -> np.ndarray:

@@ -20,18 +20,37 @@ from .steps import StepTable
 Group = tuple[int, ...]  # a template: the tree nodes whose memberships it sums
 
 
-def cut(an: Anneal, gain: float) -> list[Group]:
-    """Templates: descend the split tree through every split whose gain is at least ``gain``."""
+def _walk(an: Anneal, gain: float) -> tuple[list, list[Group]]:
+    """From the root through every split whose gain is at least ``gain``: (the splits taken, the leaves reached)."""
     by_parent = {s.parent: s for s in an.splits}
-    out, stack = [], [0]
+    taken, leaves, stack = [], [], [0]
     while stack:
         node = stack.pop()
         split = by_parent.get(node)
         if split is not None and split.gain >= gain:
+            taken.append(split)
             stack.extend(split.children)
         else:
-            out.append((node,))
-    return sorted(out)
+            leaves.append((node,))
+    return taken, sorted(leaves)
+
+
+def cut(an: Anneal, gain: float) -> list[Group]:
+    """Templates: descend the split tree through every split whose gain is at least ``gain``."""
+    return _walk(an, gain)[1]
+
+
+def beta_of_cut(an: Anneal, gain: float) -> dict:
+    """What a gain threshold is: a β threshold. A split's gain is about c/β (``gain_times_beta`` gives c's
+    range over all splits), so "gain ≥ g" keeps the splits the anneal made up to some β. Returns the β range
+    of the splits the cut takes and the β of the first split below it that it does not take."""
+    taken, leaves = _walk(an, gain)
+    heads = {g[0] for g in leaves}
+    dropped = [s.beta for s in an.splits if s.parent in heads]
+    products = [s.gain * s.beta for s in an.splits if s.gain > 0]
+    return {"beta_kept": [min((s.beta for s in taken), default=None), max((s.beta for s in taken), default=None)],
+            "beta_first_dropped": min(dropped, default=None),
+            "gain_times_beta": [min(products, default=None), max(products, default=None)]}
 
 
 def elbow_gain(an: Anneal) -> float:
@@ -92,25 +111,25 @@ def _name(group: Group) -> str:
     return "T" + "+".join(str(n) for n in group)
 
 
-def _memberships(an: Anneal, groups: list[Group]) -> np.ndarray:
+def memberships(an: Anneal, groups: list[Group]) -> np.ndarray:
     return np.stack([sum(an.membership(n) for n in g) for g in groups], 1)  # [N, T]
 
 
 def _hard_sizes(an: Anneal, groups: list[Group]) -> list[int]:
-    hard = _memberships(an, groups).argmax(1)
+    hard = memberships(an, groups).argmax(1)
     return np.bincount(hard, minlength=len(groups)).tolist()
 
 
 def relevance(an: Anneal, groups: list[Group]) -> float:
     """I(T;Y) of the soft partition into ``groups``, in nats."""
-    q = _memberships(an, groups)  # [N, T]
+    q = memberships(an, groups)  # [N, T]
     return _mi((q * an.px[:, None]).T @ an.pyx)  # [T, V] joint of template and label
 
 
 def build_taxonomy(an: Anneal, table: StepTable, cfg: DiscoverConfig, gain: float, how: str) -> dict:
     templates, absorbed = surface_tension(an, cut(an, gain), cfg.min_size)
     families, _ = surface_tension(an, cut(an, 2 * gain), cfg.min_size)
-    q = _memberships(an, templates)  # [N, T]
+    q = memberships(an, templates)  # [N, T]
     hard = q.argmax(1)
     confidence = q.max(1)
     label_sets = ["+".join(r["labels"]) for r in table.index]
@@ -130,7 +149,7 @@ def build_taxonomy(an: Anneal, table: StepTable, cfg: DiscoverConfig, gain: floa
             "examples": [{k: table.index[m][k] for k in ("problem_id", "step", "problem_span", "expression", "text")}
                          for m in best],
         })
-    fam_hard = _memberships(an, families).argmax(1)  # each template's family: where most of its steps are
+    fam_hard = memberships(an, families).argmax(1)  # each template's family: where most of its steps are
     fam_of = [int(np.bincount(fam_hard[hard == i], minlength=len(families)).argmax()) if (hard == i).any() else 0
               for i in range(len(templates))]
     fam_entries = []
@@ -140,7 +159,8 @@ def build_taxonomy(an: Anneal, table: StepTable, cfg: DiscoverConfig, gain: floa
                             "size": sum(e["size"] for e in members), "templates": members})
     n = len(table.index)
     return {
-        "schema_version": 1, "operating_point": {"how": how, "gain": gain, "min_size": cfg.min_size},
+        "schema_version": 1, "operating_point": {"how": how, "gain": gain, "min_size": cfg.min_size,
+                                                 **beta_of_cut(an, gain)},
         "n_steps": n, "labels": table.vocab, "n_templates": len(templates), "n_families": len(fam_entries),
         "h_y_nats": an.h_y, "i_ty_nats": relevance(an, templates),
         "purity": purity_hits / n if n else 0.0,
@@ -152,9 +172,11 @@ def build_taxonomy(an: Anneal, table: StepTable, cfg: DiscoverConfig, gain: floa
 
 
 def format_tree(taxonomy: dict) -> str:
+    op = taxonomy["operating_point"]
+    beta = (f", i.e. the splits up to β = {op['beta_kept'][1]:.3g}" if op.get("beta_kept", [None, None])[1] else "")
     lines = [f"taxonomy: {taxonomy['n_templates']} templates in {taxonomy['n_families']} families from "
-             f"{taxonomy['n_steps']} steps (gain ≥ {taxonomy['operating_point']['gain']:.3g} by "
-             f"{taxonomy['operating_point']['how']}, min size {taxonomy['operating_point']['min_size']}); "
+             f"{taxonomy['n_steps']} steps (gain ≥ {op['gain']:.3g} by {op['how']}{beta}, "
+             f"min size {op['min_size']}); "
              f"I(T;Y) {taxonomy['i_ty_nats']:.3f} of H(Y) {taxonomy['h_y_nats']:.3f} nats, purity {taxonomy['purity']:.2f}"]
     for fam in taxonomy["families"]:
         lines.append(f"├─ {fam['id']} ({fam['size']} steps)")

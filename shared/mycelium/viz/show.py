@@ -65,10 +65,16 @@ def _describe(step: StepRecord) -> list[str]:
         if not e.ok:
             lines.append(f"    {e.kind}: {e.text!r} unparsed ({e.reason})")
             continue
-        ops = ", ".join(f"{o.text}←{o.source}" + (f"[{o.span_text}]" if o.span_text else f"[step {o.step}]" if o.step is not None else "")
-                        for o in e.operands)
+        ops = ", ".join(_operand(o) for o in e.operands)
         lines.append(f"    {e.kind}: {e.sympy} = {e.value}  labels {e.labels}  operands: {ops}")
     return lines
+
+
+def _operand(o) -> str:
+    where = (f"[{o.span_text}]" if o.span_text else f"[step {o.step}]" if o.step is not None
+             else f"[expression {o.expression}]" if o.expression is not None else "")
+    doubt = f" (ambiguous, read the problem {o.problem_attention:.2f})" if o.ambiguous else ""
+    return f"{o.text}←{o.source}{where}{doubt}"
 
 
 def render_terminal(trace: Trace, rec: SignalsRecord, steps: list[StepRecord], colour: bool) -> str:
@@ -123,7 +129,9 @@ def render_html(trace: Trace, rec: SignalsRecord, steps: list[StepRecord]) -> st
 def traces_png(trace: Trace, rec: SignalsRecord) -> bytes:
     t = np.arange(rec.t_gen)
     fig, (a1, a2) = pyplot().subplots(2, 1, figsize=(max(8, rec.t_gen * 0.09), 6), sharex=True)
-    a1.plot(t, rec.iaf, color="tab:blue", label=f"IAF, mean of {len(rec.iaf_heads)} heads")
+    a1.plot(t, rec.iaf, color="tab:blue", alpha=0.5, label=f"IAF, mean of {len(rec.iaf_heads)} heads")
+    a1.plot(t, rec.iaf_over_chance, color="tab:purple", label="IAF above chance (heartbeats)"
+            if rec.heartbeat_signal == "iaf_over_chance" else "IAF above chance")
     a1.axhline(rec.config["heartbeat_threshold"], color="grey", ls=":", lw=1)
     for s, e in rec.heartbeat_runs:
         a1.axvspan(s - 0.5, e - 0.5, color="tab:orange", alpha=0.25)
@@ -137,7 +145,7 @@ def traces_png(trace: Trace, rec: SignalsRecord) -> bytes:
         a2.axvline(b - 0.5, color="tab:red", lw=0.8)
     if rec.reference_boundaries:
         a2.plot(rec.reference_boundaries, np.full(len(rec.reference_boundaries), max(rec.jsd_smoothed or [0])),
-                "kv", label="reference (CoT arithmetic)")
+                "kv", label="reference (where each calculation starts)")
     a2.set_ylabel("JSD (nats)")
     labels = [trace.cot_text[s:e].replace("\n", "⏎") for s, e in trace.cot_offsets]
     a2.set_xticks(t, labels, rotation=90, fontsize=6)
