@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mycelium.analysis import signals
-from mycelium.core.infotheory import entropy
+from mycelium.core.infotheory import entropy, js
 from mycelium.teacher.capture import capture_problem
 from mycelium.teacher.tap import HeadSet
 from mycelium.teacher.generation import build_tokens
@@ -61,27 +61,39 @@ def test_chunk_shapes_and_signal_ranges(tiny_teacher, problems):
     assert trace.answer_extracted == problems[0].answer and trace.correct is True
 
 
-def test_tap_matches_hf_output_attentions(tiny_teacher, problems):
-    """The hook-based reduction equals the signals computed from HF's full attention tensors."""
-    cfg = CaptureConfig(cot="reference")
-    problem = problems[3]
-    trace, chunk = capture_problem(tiny_teacher, problem, cfg, HeadSet(3), tiny_teacher.prompt_parts(), "h")
-    prompt_ids = prompt_tokens(tiny_teacher, problem.question, tiny_teacher.prompt_parts()).prompt_ids
-    ids = torch.tensor([prompt_ids + trace.cot_token_ids])  # [1, seq]
+def test_the_row_of_each_cot_token_is_the_query_that_produced_it(tiny_teacher, problems):
+    """Checked against HF's own attention tensors and its own greedy predictions, token by token.
+
+    In a greedy generated CoT, token t was predicted by exactly one position: the one whose next-token
+    argmax is t, just before t in the sequence. That position's attention row (sinks removed) must give
+    chunk.iaf[..., t], and JSD(t) compares it with the row of the position before it.
+    """
+    cfg = CaptureConfig(cot="generate", max_new_tokens=12)
+    for problem in problems:  # one whose decoded CoT tokenizes back to the generated ids (BPE may merge)
+        trace, chunk = capture_problem(tiny_teacher, problem, cfg, HeadSet(3), tiny_teacher.prompt_parts(), "h")
+        if trace.retokenized_equal:
+            break
+    assert trace.retokenized_equal
+    ids = torch.tensor([prompt_tokens(tiny_teacher, problem.question, tiny_teacher.prompt_parts()).prompt_ids
+                        + trace.cot_token_ids])  # [1, seq]
     with torch.no_grad():
-        att = tiny_teacher.model(ids, output_attentions=True).attentions  # L x [1, H, N, N]
-    full = np.stack([a[0].numpy() for a in att]).astype(np.float64)  # [L, H, N, N]
-    n, p = full.shape[-1], trace.prompt_len
+        out = tiny_teacher.model(ids, output_attentions=True)
+    predicted = out.logits[0].argmax(-1).tolist()  # [seq]: what each position predicts next
+    full = np.stack([a[0].numpy() for a in out.attentions]).astype(np.float64)  # [L, H, N, N]
+    n = full.shape[-1]
     keep = np.zeros(n, dtype=bool)
-    keep[trace.problem_token_start:trace.problem_token_end] = True
-    keep[p:] = True
+    keep[trace.problem_token_start:trace.problem_token_end] = True  # the problem, and every CoT key
+    keep[trace.prompt_len:] = True
     problem_mask = np.zeros(n, dtype=bool)
     problem_mask[trace.problem_token_start:trace.problem_token_end] = True
-    # token t's row is the query that produced it (p-1+t); row p-2 is the JSD reference for t = 0
-    rows = signals.renormalize(full[:, :, p - 2:-1, :], keep)  # [L, H, T+1, N]
-    np.testing.assert_allclose(chunk.iaf, signals.iaf(rows[:, :, 1:], problem_mask), atol=2e-3)
-    np.testing.assert_allclose(chunk.jsd, signals.consecutive_jsd(rows), atol=2e-3)
-    np.testing.assert_allclose(chunk.entropy, entropy(rows[:, :, 1:]), rtol=2e-3, atol=2e-3)
+    for t, token in enumerate(trace.cot_token_ids):  # over CoT tokens: a test may loop
+        (producer,) = [q for q in range(n - 1) if ids[0, q + 1] == token and predicted[q] == token
+                       and q >= trace.prompt_len - 1 and q - trace.prompt_len + 1 == t]
+        row = signals.renormalize(full[:, :, producer, :], keep)  # [L, H, N]
+        before = signals.renormalize(full[:, :, producer - 1, :], keep)
+        np.testing.assert_allclose(chunk.iaf[:, :, t], signals.iaf(row, problem_mask), atol=2e-3)
+        np.testing.assert_allclose(chunk.jsd[:, :, t], js(row, before), atol=2e-3)
+        np.testing.assert_allclose(chunk.entropy[:, :, t], entropy(row), rtol=2e-3, atol=2e-3)
 
 
 def test_sdpa_teacher_is_refused(tiny_tokenizer):

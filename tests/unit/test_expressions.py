@@ -34,7 +34,9 @@ def test_latex_equations_in_math_solutions():
     assert [f.kind for f in found] == ["latex", "latex", "latex"]
     labelled = label_expressions(found)
     assert labelled[0].ok and "add" in labelled[0].labels
-    assert labelled[1].ok and labelled[1].value == "12" and found[1].result_text is None or found[1].result_text == "12."
+    assert labelled[0].labels == ("add", "mul") and labelled[0].sympy == "2*x + 3" and found[0].result_text == "11"
+    # "12." ends the sentence: not a plain number, so no stated result; the value is still computed
+    assert labelled[1].ok and labelled[1].value == "12" and found[1].result_text is None
     assert labelled[2].labels == ("sqrt",) and labelled[2].value == "4"
 
 
