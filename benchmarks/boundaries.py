@@ -3,9 +3,10 @@
 
     .venv/bin/python benchmarks/boundaries.py --run NAME [--store URL] [--layers all|late]
 
-Reference boundaries are the sentences (lines) that hold the CoT's own arithmetic
-(GSM8K ``<<a*b=c>>``, inline ``a / b = c``, LaTeX). The first half of the run's
-problems (sorted by id) picks the setting with the best F1; the second half reports it.
+Reference boundaries are the first token of each calculation's own text (where the CoT
+starts writing it: GSM8K ``48/2 = <<48/2=24>>``, inline ``a / b = c``, LaTeX), not the layout.
+The first half of the run's problems (sorted by id) picks the setting with the best F1; the
+second half reports it, beside as many boundaries at random word starts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 
 def main() -> int:
-    from mycelium.analysis.boundaries import boundary_match, find_boundaries, prf, reference_boundaries
+    from mycelium.analysis.boundaries import boundary_match, calculation_starts, find_boundaries, prf
     from mycelium.analysis.text import word_starts
     from mycelium.core.config import AnalyzeConfig
     from mycelium.core.keys import RunKeys, item_of_commit
@@ -37,7 +38,7 @@ def main() -> int:
         trace = Trace.model_validate(store.get_json(keys.trace(pid)))
         chunk = decode_chunk(store.get(keys.chunk(pid)))
         offsets = np.asarray(trace.cot_offsets).reshape(-1, 2)
-        ref = reference_boundaries(trace.cot_text, offsets, find_expressions(trace.cot_text))
+        ref = calculation_starts(trace.cot_text, offsets, find_expressions(trace.cot_text))
         if ref.size == 0:
             continue
         jsd_by_layer = chunk.jsd.astype(np.float32).mean(1)  # [L, T]

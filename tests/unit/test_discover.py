@@ -23,7 +23,7 @@ def analysed(tmp_path_factory, tiny_teacher):
     store = LocalStore(tmp_path_factory.mktemp("discover") / "store")
     run_capture(SAMPLE, "d", store, CaptureConfig(n_computing_heads=2, calibration_problems=1, progress=False),
                 IngestConfig(limit=16), teacher=tiny_teacher)
-    analyze_run(store, "d")
+    analyze_run(store, "d", AnalyzeConfig(segmentation="jsd", progress=False))  # JSD steps: some hold no arithmetic
     return store
 
 
@@ -95,7 +95,7 @@ def test_a_stale_table_is_refused_until_aggregate_runs_again(analysed, tmp_path)
     store = LocalStore(tmp_path / "copy")
     shutil.copytree(analysed.root, store.root)
     reduce_run(AggregateStage, store, "d")
-    analyze_run(store, "d", AnalyzeConfig(peak_prominence=2.0, progress=False))  # a new analyze config
+    analyze_run(store, "d", AnalyzeConfig(segmentation="jsd", peak_prominence=2.0, progress=False))  # a new config
     with pytest.raises(StageFailed, match=r"stale aggregate output \(made with analyze config .*mycelium aggregate --run d"):
         reduce_run(DiscoverStage, store, "d", DiscoverConfig(min_size=2))
     assert store.exists("d/failures/discover/run.json")

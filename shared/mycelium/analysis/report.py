@@ -102,7 +102,9 @@ def format_report(report: dict) -> str:
         f"{report['expressions']} expressions, {100 * report['parse_rate']:.1f}% parsed",
         f"boundaries vs where each calculation starts (±tolerance): precision {b['precision']:.3f} "
         f"recall {b['recall']:.3f} F1 {b['f1']:.3f} (tp {b['tp']}, fp {b['fp']}, fn {b['fn']})",
-        "heartbeats: " + ", ".join(f"{g}: {v['mean']:.2f} (n={v['n']})" for g, v in report["heartbeats"].items()),
+        "heartbeats (IAF above chance; on raw IAF, which starts every problem with one): " + ", ".join(
+            f"{g}: {v['above_chance']:.2f} ({v['raw']:.2f} raw; n={v['n']})"
+            for g, v in report["heartbeat_stats"]["groups"].items()),
         "op labels (steps): " + ", ".join(f"{k} {v}" for k, v in report["label_steps"].items()),
     ]
     return "\n".join(lines)

@@ -39,6 +39,7 @@ def analyze_config(args, **runtime):
         "peak_prominence": args.peak_prominence, "peak_distance": args.peak_distance,
         "heartbeat_threshold": args.heartbeat_threshold, "heartbeat_min_run": args.heartbeat_min_run,
         "jsd_layers": tuple(int(x) for x in args.jsd_layers.split(",")) if args.jsd_layers else None,
+        "segmentation": args.segmentation, "heartbeat_signal": args.heartbeat_signal,
     }.items() if v is not None}
     return AnalyzeConfig(**fields, **runtime)
 

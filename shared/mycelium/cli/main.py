@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--heartbeat-threshold", type=float, default=None)
     ana.add_argument("--heartbeat-min-run", type=int, default=None)
     ana.add_argument("--jsd-layers", default=None, help="comma-separated layers for the JSD trace (default: the first half)")
+    ana.add_argument("--segmentation", default=None, choices=["jsd", "lines", "sentences", "jsd_lines"],
+                     help="the steps later stages read (see README: Measured)")
+    ana.add_argument("--heartbeat-signal", default=None, choices=["iaf", "iaf_over_chance"])
     ana.add_argument("--no-progress", action="store_true")
     _on_run(sub, "show", commands.show, "one analysed problem: mapped spans (terminal + HTML) and a PNG of its traces",
             problem=True)

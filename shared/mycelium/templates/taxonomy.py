@@ -145,7 +145,7 @@ def build_taxonomy(an: Anneal, table: StepTable, cfg: DiscoverConfig, gain: floa
             "id": _name(t), "nodes": list(t), "size": int(len(members)), "mass": float(an.px @ q[:, i]),
             "dominant_ops": [[table.vocab[j], round(float(y[j]), 4)] for j in np.argsort(-y)[:3] if y[j] > 0],
             "label_sets": dict(sets.most_common(5)), "purity": top_n / len(members) if len(members) else 0.0,
-            "entropy_y_bits": float(entropy(y)) / np.log(2),
+            "entropy_y_bits": abs(float(entropy(y))) / np.log(2),
             "examples": [{k: table.index[m][k] for k in ("problem_id", "step", "problem_span", "expression", "text")}
                          for m in best],
         })
