@@ -56,6 +56,13 @@ STAGES: dict[str, StageSpec] = {
                           writes=("ib/*", "stages/discover.json", "commits/discover/*", "failures/discover/*",
                                   "summary.json"),
                           deletes=("failures/discover/*",)),
+    "label": StageSpec(2048, 5, reads=(*_RUN, "commits/analyze/*", "commits/capture/*", "commits/discover/*",
+                                       "commits/label/*", "signals/*", "steps/*", "ib/templates.npz"),
+                       writes=("labels/*", "examples/*", "commits/label/*", "failures/label/*"),
+                       deletes=("failures/label/*",)),
+    "merge": StageSpec(4096, 15, reads=(*_RUN, "commits/label/*", "examples/*", "summary.json"),
+                       writes=("training/*", "stages/merge.json", "commits/merge/*", "failures/merge/*", "summary.json"),
+                       deletes=("failures/merge/*",)),
     # Records how the run ended, the map stages' lines of the summary tallied from commits and ledger, and the
     # analyze report (it reads every current signals record, as aggregate reads every steps file).
     "finish": StageSpec(2048, 15, reads=(*_RUN, "commits/capture/*", "commits/analyze/*", "signals/*", "summary.json"),

@@ -9,7 +9,10 @@ from moto import mock_aws
 
 from mycelium.records.analysis import SignalsRecord, StepRecord
 from mycelium.stages.capture import run_capture
-from mycelium.core.config import AggregateConfig, AnalyzeConfig, CaptureConfig, DiscoverConfig, IngestConfig
+from mycelium.core.config import (AggregateConfig, AnalyzeConfig, CaptureConfig, DiscoverConfig, IngestConfig,
+                                  LabelConfig, MergeConfig)
+from mycelium.stages.label import LabelStage
+from mycelium.stages.merge import MergeStage
 from mycelium.stages.aggregate import AggregateStage
 from mycelium.stages.analyze import AnalyzeStage
 from mycelium.stages.discover import DiscoverStage
@@ -33,7 +36,9 @@ def s3_run(monkeypatch, tiny_teacher):
         # A cloud run records every stage's config when it starts (mycelium.cloud.run.start_run); as it would:
         for stage in (AnalyzeStage(store, "lambda-run", AnalyzeConfig(progress=False)),
                       AggregateStage(store, "lambda-run", AggregateConfig()),
-                      DiscoverStage(store, "lambda-run", DiscoverConfig(progress=False))):
+                      DiscoverStage(store, "lambda-run", DiscoverConfig(progress=False)),
+                      LabelStage(store, "lambda-run", LabelConfig(progress=False)),
+                      MergeStage(store, "lambda-run", MergeConfig())):
             stage.begin()
         yield store, load_handler("analyze")
 
@@ -65,16 +70,32 @@ def test_handler_rejects_a_malformed_event(s3_run):
         handler.handler({"run": "lambda-run", "item_key": "runs/lambda-run/chunks/p0123456789ab.npz"}, None)
 
 
-def test_map_then_reduce_handlers_build_the_taxonomy(s3_run):
+def test_map_then_reduce_handlers_build_the_taxonomy_then_label_and_merge(s3_run):
+    """analyze (map) -> aggregate -> discover -> label (map) -> merge, each handler with its role's grants."""
+    from ..iam import RecordingStore, denied
+
     store, analyze = s3_run
+    ops: list = []
+    handlers = {}
+    for stage in ("analyze", "aggregate", "discover", "label", "merge"):
+        module = analyze if stage == "analyze" else load_handler(stage)
+        module.STORE = RecordingStore(module.STORE, ops, stage)
+        handlers[stage] = module.handler
     for key in store.list("lambda-run/commits/capture/"):
-        analyze.handler({"run": "lambda-run", "item_key": "runs/" + key}, None)
+        handlers["analyze"]({"run": "lambda-run", "item_key": "runs/" + key}, None)
     fixtures = EVENT.parent
-    agg = load_handler("aggregate").handler(json.loads((fixtures / "aggregate.json").read_text()), None)
+    agg = handlers["aggregate"](json.loads((fixtures / "aggregate.json").read_text()), None)
     assert agg["steps"] >= 1 and store.exists("lambda-run/ib/steps.npz")
-    out = load_handler("discover").handler(json.loads((fixtures / "discover.json").read_text()), None)
-    assert out["templates"] >= 1 and store.exists(out["taxonomy_key"])
+    out = handlers["discover"](json.loads((fixtures / "discover.json").read_text()), None)
+    assert out["templates"] >= 1 and store.exists(out["taxonomy_key"]) and store.exists("lambda-run/ib/templates.npz")
     assert store.get_json("lambda-run/ib/taxonomy.json")["n_templates"] == out["templates"]
+    labelled = [handlers["label"]({"run": "lambda-run", "item_key": "runs/" + key}, None)
+                for key in store.list("lambda-run/commits/analyze/")]
+    assert len(labelled) == 2 and all(r["status"] == "done" for r in labelled)
+    merged = handlers["merge"]({"run": "lambda-run"}, None)
+    assert merged["problems"] == 2 and store.exists(merged["stats_key"])
+    assert merged["examples"] == 6 * sum(r["kept"] for r in labelled)
+    assert not denied(ops, "lambda-run"), sorted(set(denied(ops, "lambda-run")))[:20]
 
 
 def test_the_lambda_path_writes_and_clears_the_same_ledger(s3_run):

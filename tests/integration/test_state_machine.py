@@ -38,9 +38,10 @@ from mycelium.cli import main as cli
 from mycelium.cloud.status import format_status, run_status
 from mycelium.cloud.manifest import submit
 from mycelium.core.keys import RunKeys
-from mycelium.core.store import Store, open_store
+from mycelium.core.store import open_store
 
 from ..conftest import SAMPLE, load_handler, write_jsonl
+from ..iam import RecordingStore, denied
 from ..synth import only, state_machine_definition, synthesize
 
 pytest.importorskip("aws_cdk")
@@ -61,37 +62,6 @@ def definition(templates: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------ calls that leave the engine
-class RecordingStore(Store):
-    """A store that notes every call (who, S3 action, key), to check each role's IAM grants against them."""
-
-    def __init__(self, inner: Store, ops: list, who: str):
-        self.inner, self.ops, self.who = inner, ops, who
-        self.url, self.prefix = inner.url, getattr(inner, "prefix", "")
-
-    def _note(self, action: str, key: str):
-        self.ops.append((self.who, action, key))
-
-    def get(self, key):
-        self._note("s3:GetObject", key)
-        return self.inner.get(key)
-
-    def exists(self, key):
-        self._note("s3:GetObject", key)  # HEAD needs GetObject
-        return self.inner.exists(key)
-
-    def put(self, key, data):
-        self._note("s3:PutObject", key)
-        self.inner.put(key, data)
-
-    def delete(self, key):
-        self._note("s3:DeleteObject", key)
-        self.inner.delete(key)
-
-    def list(self, prefix=""):
-        self._note("s3:ListBucket", prefix)
-        return self.inner.list(prefix)
-
-
 class LocalLambda:
     """lambda:Invoke -> lambdas/<stage>/handler.py in this process (imported inside the mock)."""
 
@@ -319,21 +289,8 @@ def test_a_failing_run_records_why(engine, tmp_path, capsys):
     assert engine["lambda"].calls == ["ingest", "finish"]
 
 
-def _granted(who: str) -> dict[str, tuple[str, ...]]:
-    """The key patterns under runs/<run>/ that the role of ``who`` may read, write and delete (from the stacks)."""
-    from stacks.gpu_workers import CAPTURE_DELETES, CAPTURE_READS, CAPTURE_WRITES
-    from stacks.processing import STAGES
-
-    if who == "capture":
-        return {"s3:GetObject": CAPTURE_READS, "s3:PutObject": CAPTURE_WRITES, "s3:DeleteObject": CAPTURE_DELETES}
-    spec = STAGES[who]
-    return {"s3:GetObject": spec.reads, "s3:PutObject": spec.writes, "s3:DeleteObject": spec.deletes}
-
-
 def test_every_store_call_of_a_run_is_granted_to_its_role(engine, tiny_teacher_dir, tmp_path):
     """moto enforces no IAM: this test does. Each handler's and worker's calls against the stacks' grants."""
-    from fnmatch import fnmatchcase
-
     store, run = engine["store"], "iam-run"
     data = write_jsonl(tmp_path / "two.jsonl", [json.loads(line) for line in SAMPLE.read_text().splitlines()[:2]])
     submit(store, RunKeys(run), data, ingest=IngestConfig(shard_size=1),
@@ -347,13 +304,4 @@ def test_every_store_call_of_a_run_is_granted_to_its_role(engine, tiny_teacher_d
 
     ops = engine["ops"]
     assert {who for who, _, _ in ops} == {"ingest", "capture", "analyze", "aggregate", "discover", "finish"}
-    denied = []
-    for who, action, key in ops:
-        if action == "s3:ListBucket":
-            ok = key.startswith(f"{run}/")  # ListBucket is granted under runs/* only
-        else:
-            rest = key.split("/", 1)[1]
-            ok = any(fnmatchcase(rest, pattern) for pattern in _granted(who)[action])
-        if not ok:
-            denied.append((who, action, key))
-    assert not denied, sorted(set(denied))[:20]
+    assert not denied(ops, run), sorted(set(denied(ops, run)))[:20]

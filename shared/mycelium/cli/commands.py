@@ -130,6 +130,43 @@ def discover(args) -> int:
     return _outcome(store, args.run, "discover")
 
 
+def label(args) -> int:
+    from ..core.config import LabelConfig
+    from ..stages.label import LabelStage
+    from ..stages.runner import run_stage
+
+    store = _store(args)
+    fields = {"augment": args.augment} if args.augment is not None else {}
+    stage = LabelStage(store, args.run, LabelConfig(progress=not args.no_progress, **fields))
+    summary = run_stage(stage, workers=args.workers, progress=stage.config.progress)
+    code = _outcome(store, args.run, "label")
+    kept, n = summary.counters.get("kept", 0), summary.n_out
+    print(f"programs that execute to the dataset's answer: {kept} of {n} ({100 * kept / max(1, n):.1f}%)")
+    for name, v in sorted(summary.counters.items()):
+        if name.startswith("rejected: "):
+            print(f"  {name}: {v}")
+    if stage.config.augment:
+        print(f"augmented: {summary.counters.get('variants', 0)} variants of {kept} programs "
+              f"(yield {summary.counters.get('variants', 0) / max(1, kept * stage.config.augment):.2f} of K={stage.config.augment})")
+    return code
+
+
+def merge(args) -> int:
+    from ..core.config import MergeConfig
+    from ..stages.merge import MergeStage
+    from ..stages.runner import run_stage
+
+    store = _store(args)
+    stage = MergeStage(store, args.run, MergeConfig(**({"val_share": args.val_share} if args.val_share else {})))
+    run_stage(stage, progress=False)
+    code = _outcome(store, args.run, "merge")
+    stats = store.get_json(stage.keys("training", "stats.json"))
+    for key, n in stats["examples"].items():
+        print(f"  {key}: {n}")
+    print(f"wrote {store.url}/{args.run}/training/<component>/{{train,val}}.jsonl and stats.json")
+    return code
+
+
 def show(args) -> int:
     from ..viz.show import show as show_problem
 

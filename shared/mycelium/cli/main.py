@@ -6,6 +6,8 @@
     mycelium show --run NAME PROBLEM_ID [--store URL]
     mycelium aggregate --run NAME [--store URL]
     mycelium discover --run NAME [--gain 0.15 | --elbow] [--min-size 50] [--store URL]
+    mycelium label --run NAME [--augment K] [--store URL]
+    mycelium merge --run NAME [--val-share 0.1] [--store URL]
     mycelium deploy --bucket B [--region R] [--spot] [--max-vcpus N] [--vllm VERSION] [--synth]
     mycelium submit --data FILE --run NAME --bucket B [--limit N] [--cot ...] [--teacher ...]
     mycelium status NAME --bucket B [--region R]
@@ -85,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the steps later stages read (see README: Measured)")
     ana.add_argument("--heartbeat-signal", default=None, choices=["iaf", "iaf_over_chance"])
     ana.add_argument("--no-progress", action="store_true")
+    lab = _on_run(sub, "label", commands.label, "each analysed problem's program, kept when it executes to the "
+                  "dataset's answer; the specialists' examples")
+    lab.add_argument("--augment", type=int, default=None, help="variants with re-sampled numbers per kept program (0)")
+    lab.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    lab.add_argument("--no-progress", action="store_true")
+    mrg = _on_run(sub, "merge", commands.merge, "examples -> training/<component>/{train,val}.jsonl, split by problem")
+    mrg.add_argument("--val-share", type=float, default=None, help="share of problems in val (0.1)")
     _on_run(sub, "show", commands.show, "one analysed problem: mapped spans (terminal + HTML) and a PNG of its traces",
             problem=True)
     _on_run(sub, "aggregate", commands.aggregate, "collect a run's labelled steps into the IB inputs (ib/steps.npz)")

@@ -19,7 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..core.config import AggregateConfig, AnalyzeConfig, CaptureConfig, DiscoverConfig, IngestConfig
+from ..core.config import (AggregateConfig, AnalyzeConfig, CaptureConfig, DiscoverConfig, IngestConfig, LabelConfig,
+                           MergeConfig)
 from ..core.errors import MyceliumError
 from ..core.keys import RunKeys
 from ..core.store import Store, sha256
@@ -48,6 +49,8 @@ class RunManifest(BaseModel):
     analyze: AnalyzeConfig = AnalyzeConfig(progress=False)
     aggregate: AggregateConfig = AggregateConfig()
     discover: DiscoverConfig = DiscoverConfig(progress=False)
+    label: LabelConfig = LabelConfig(progress=False)
+    merge: MergeConfig = MergeConfig()
     map: MapConfig = MapConfig()
 
 

@@ -19,6 +19,8 @@ from ..stages.aggregate import AggregateStage
 from ..stages.analyze import AnalyzeStage
 from ..stages.discover import DiscoverStage
 from ..stages.ingest import IngestStage
+from ..stages.label import LabelStage
+from ..stages.merge import MergeStage
 from ..stages.problems import shard_keys
 from ..stages.runner import run_stage
 from .manifest import RunManifest, load_manifest
@@ -47,7 +49,8 @@ def start_run(store: Store, keys: RunKeys) -> tuple[StageSummary, list[str], Run
         for stage in (ingest, CaptureStage(store, keys.run, manifest.capture),
                       AnalyzeStage(store, keys.run, manifest.analyze),
                       AggregateStage(store, keys.run, manifest.aggregate),
-                      DiscoverStage(store, keys.run, manifest.discover)):
+                      DiscoverStage(store, keys.run, manifest.discover),
+                      LabelStage(store, keys.run, manifest.label), MergeStage(store, keys.run, manifest.merge)):
             stage.begin()
         summary = run_stage(ingest, progress=False)
     return summary, shard_keys(store, keys), manifest

@@ -195,3 +195,24 @@ class DiscoverConfig(StageConfig):
     examples: int = Field(3, ge=0)
     seed: int = 0
     progress: bool = True
+
+
+class LabelConfig(StageConfig):
+    """Stage 6: each analysed problem's program, executed and checked against the dataset answer; examples."""
+
+    _runtime_only = frozenset({"progress"})
+
+    # Numbers a program may use without reading them from the problem: units and the usual multipliers.
+    constants: tuple[float, ...] = Field((0.5, 1, 2, 7, 10, 12, 24, 30, 52, 60, 100, 365, 1000),
+                                         description="operands allowed as constants")
+    augment: int = Field(0, ge=0, le=100, description="variants with re-sampled numbers per kept program")
+    augment_tries: int = Field(4, ge=1, le=20, description="samples tried per variant wanted")
+    seed: int = 0
+    sandbox_timeout_s: float = Field(5.0, gt=0)
+    progress: bool = True
+
+
+class MergeConfig(StageConfig):
+    """Stage 7: every kept program's examples -> training/<component>/{train,val}.jsonl, split by problem."""
+
+    val_share: float = Field(0.1, gt=0, lt=1, description="share of problems (by id hash) in the val split")

@@ -15,6 +15,10 @@ Everything of run ``R`` lives under ``R/`` in the store::
     R/analyze/report.json, .png     analyze: the run's report over its committed, current outputs
     R/ib/steps.npz, ib/index.jsonl  aggregate: the IB inputs
     R/ib/taxonomy.json, *.png       discover: templates and plots
+    R/ib/templates.npz              discover: each template's centroid in X (how any step gets its template)
+    R/labels/<pid>.json             label: LabelRecord, the problem's program (or why not) and its variants
+    R/examples/<pid>.jsonl          label: one Example per specialist per program
+    R/training/<C>/{train,val}.jsonl, R/training/stats.json   merge
     R/manifest.json, R/input/<f>    a submitted run's RunManifest and dataset (mycelium.cloud.manifest)
     R/status/capture/<job>.json     each capture worker's final status
     R/status/run.json               how the cloud run ended
@@ -90,6 +94,15 @@ class RunKeys:
 
     def steps(self, pid: str) -> str:
         return self("steps", f"{pid}.jsonl")
+
+    def label(self, pid: str) -> str:
+        return self("labels", f"{pid}.json")
+
+    def examples(self, pid: str) -> str:
+        return self("examples", f"{pid}.jsonl")
+
+    def training(self, component: str, split: str) -> str:
+        return self("training", component, f"{split}.jsonl")
 
 
 def item_of_commit(key: str) -> str:

@@ -78,8 +78,11 @@ class ItemResult:
 
 class Stage(ABC):
     name: ClassVar[str]
-    #: The stage whose committed outputs this one reads; its lineage extends that stage's.
+    #: The stage this one comes after: its lineage extends that stage's current lineage.
     after: ClassVar[str | None] = None
+    #: The stage whose per-item commits are this one's inputs, when not ``after`` (label reads analyze's items
+    #: and comes after discover, whose templates it also reads).
+    items_from: ClassVar[str | None] = None
     kind: ClassVar[Literal["map", "reduce"]] = "map"
     #: A pinned stage refuses a config with another lineage hash ("use a new --run name").
     pinned: ClassVar[bool] = False
@@ -110,6 +113,15 @@ class Stage(ABC):
     def upstream_lineage(self) -> Lineage:
         """The current lineage of the stage this one reads (RunNotFoundError when it has not run)."""
         return current_lineage(self.store, self.keys, self.after) if self.after else {}
+
+    @property
+    def source(self) -> str | None:
+        """The stage whose per-item commits :meth:`upstream_commit` reads."""
+        return self.items_from or self.after
+
+    @cached_property
+    def source_lineage(self) -> Lineage:
+        return self.upstream_lineage if self.source == self.after else current_lineage(self.store, self.keys, self.source)
 
     @cached_property
     def lineage(self) -> Lineage:
@@ -163,15 +175,15 @@ class Stage(ABC):
         return commit is not None and commit.lineage == self.lineage
 
     def upstream_commit(self, item: str) -> Commit:
-        """The upstream stage's commit of ``item``, if it is current and of this run; else SkipItem says why."""
+        """The source stage's commit of ``item``, if it is current and of this run; else SkipItem says why."""
         if item != RUN_ITEM and item not in self.problems:
             raise SkipItem("not among the run's problems (ingest)")
-        commit = read_commit(self.store, self.keys, self.after, item)
+        commit = read_commit(self.store, self.keys, self.source, item)
         if commit is None:
-            raise SkipItem(f"not committed by {self.after}")
-        why = mismatch(self.upstream_lineage, commit.lineage)
+            raise SkipItem(f"not committed by {self.source}")
+        why = mismatch(self.source_lineage, commit.lineage)
         if why:
-            raise SkipItem(f"stale {self.after} output ({why})")
+            raise SkipItem(f"stale {self.source} output ({why})")
         return commit
 
     def read_verified(self, commit: Commit, key: str) -> bytes:
@@ -182,6 +194,9 @@ class Stage(ABC):
         if sha256(data) != commit.outputs[key]:
             raise IntegrityError(commit.item, f"{key} changed since {commit.stage} committed it (sha256 differs)")
         return data
+
+    def ready(self) -> None:
+        """After ``begin``, before any item: check what every item needs (a stage-wide input), or raise."""
 
     def finish(self, summary: StageSummary) -> None:
         """After every item (the local runner): a stage's run-level report, if it has one."""

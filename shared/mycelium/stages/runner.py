@@ -45,6 +45,7 @@ def run_stage(stage: Stage, *, items: Iterable[str] | None = None, workers: int 
     stage.begin()  # before anything is written: a missing run or upstream stage stops here
     if stage.after is not None:
         stage.problems  # noqa: B018 - shards that are not what ingest committed stop the stage, not each item
+    stage.ready()
     summary = StageSummary()
     failure: str | None = None
     t0 = time.perf_counter()

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core.config import DiscoverConfig
 from ..core.infotheory import entropy, mutual_information
+from .assign import centroids, unit
 from .ib import anneal, pca_basis, smooth_labels
 from .taxonomy import memberships, operating_point, surface_tension, cut
 
@@ -35,19 +36,7 @@ def held_out(problem_ids: list[str], share: float = 0.2) -> np.ndarray:
 
 def _space(X: np.ndarray, dims: int):
     mean, basis = pca_basis(X.astype(np.float64), dims)
-
-    def embed(Z: np.ndarray) -> np.ndarray:
-        E = (Z - mean) @ basis
-        return E / (np.linalg.norm(E, axis=1, keepdims=True) + 1e-12)
-
-    return embed
-
-
-def centroids(E: np.ndarray, assign: np.ndarray, k: int) -> np.ndarray:
-    """[k, d] mean of each cluster's (normalised) embeddings; an empty cluster gets no pull (zeros)."""
-    C = np.zeros((k, E.shape[1]))
-    np.add.at(C, assign, E)
-    return C / (np.linalg.norm(C, axis=1, keepdims=True) + 1e-12)
+    return lambda Z: unit((Z - mean) @ basis)
 
 
 def score(assign: np.ndarray, sets: list[str], majority: dict[int, str]) -> dict:

@@ -102,12 +102,12 @@ def surface_tension(an: Anneal, templates: list[Group], min_size: int) -> tuple[
         merged = tuple(sorted(set(g) | set(target)))
         if len(target) == 1 and target[0] == sibling:
             merged = (an.parent[head],)  # both children of one split: the parent node itself
-        absorbed.append({"template": _name(g), "size": int(n), "into": _name(target), "now": _name(merged)})
+        absorbed.append({"template": template_name(g), "size": int(n), "into": template_name(target), "now": template_name(merged)})
         templates = sorted([t for t in templates if t not in (g, target)] + [merged])
     return templates, absorbed
 
 
-def _name(group: Group) -> str:
+def template_name(group: Group) -> str:
     return "T" + "+".join(str(n) for n in group)
 
 
@@ -142,7 +142,7 @@ def build_taxonomy(an: Anneal, table: StepTable, cfg: DiscoverConfig, gain: floa
         purity_hits += top_n
         best = members[np.argsort(-confidence[members], kind="stable")[: cfg.examples]]
         entries.append({
-            "id": _name(t), "nodes": list(t), "size": int(len(members)), "mass": float(an.px @ q[:, i]),
+            "id": template_name(t), "nodes": list(t), "size": int(len(members)), "mass": float(an.px @ q[:, i]),
             "dominant_ops": [[table.vocab[j], round(float(y[j]), 4)] for j in np.argsort(-y)[:3] if y[j] > 0],
             "label_sets": dict(sets.most_common(5)), "purity": top_n / len(members) if len(members) else 0.0,
             "entropy_y_bits": abs(float(entropy(y))) / np.log(2),
@@ -155,7 +155,7 @@ def build_taxonomy(an: Anneal, table: StepTable, cfg: DiscoverConfig, gain: floa
     fam_entries = []
     for f in sorted(set(fam_of)):
         members = [e for e, ff in zip(entries, fam_of) if ff == f]
-        fam_entries.append({"id": _name(families[f]).replace("T", "F", 1), "nodes": list(families[f]),
+        fam_entries.append({"id": template_name(families[f]).replace("T", "F", 1), "nodes": list(families[f]),
                             "size": sum(e["size"] for e in members), "templates": members})
     n = len(table.index)
     return {

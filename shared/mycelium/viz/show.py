@@ -19,6 +19,7 @@ from ..core.lineage import read_commit
 from ..core.store import Store
 from ..records.analysis import SignalsRecord, StepRecord
 from ..records.capture import Trace
+from ..records.programs import LabelRecord
 from .plots import png, pyplot
 
 _PALETTE = ["#8dd3c7", "#ffffb3", "#bebada", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde5", "#d9d9d9", "#bc80bd"]
@@ -153,13 +154,48 @@ def traces_png(trace: Trace, rec: SignalsRecord) -> bytes:
     return png(fig, dpi=100)
 
 
+def render_program(label: LabelRecord) -> str:
+    """The program over the problem text: each quantity marked where it is read, then each node."""
+    if not label.kept:
+        return f"no program: {label.reason}" + (f" ({label.detail})" if label.detail else "")
+    p = label.program
+    marks = sorted({(o.span[0], o.span[1], o.name) for n in p.nodes for o in n.operands if o.kind == "text"})
+    text, pos = [], 0
+    for s, e, name in marks:
+        text += [p.question[pos:s], f"[{p.question[s:e]}]{name}"]
+        pos = e
+    lines = ["program: " + "".join(text) + p.question[pos:]]
+    for n in p.nodes:
+        reads = ", ".join(f"{o.name}={o.span_text!r}@{o.span[0]}-{o.span[1]}" if o.kind == "text"
+                          else f"r{o.node}" if o.kind == "node" else f"const {o.value}" for o in n.operands)
+        arrow = " ⇒ answer" if n.index == p.answer_node else ""
+        lines.append(f"  r{n.index} = {n.canonical} = {n.value}   [{n.template}, step {n.step}]   reads {reads}{arrow}")
+    lines.append(f"  answer {p.answer}; {len(label.variants)} augmented variant(s)" + (f", {p.pruned} node(s) pruned"
+                                                                                      if p.pruned else ""))
+    return "\n".join(lines)
+
+
+def load_label(store: Store, run: str, pid: str) -> LabelRecord | None:
+    """The problem's label record when the label stage committed one."""
+    keys = RunKeys(run)
+    if read_commit(store, keys, "label", pid) is None:
+        return None
+    return LabelRecord.model_validate_json(store.get(keys.label(pid)))
+
+
 def show(store: Store, run: str, pid: str, out=sys.stdout, colour: bool | None = None) -> tuple[str, str]:
-    """Print the terminal view; write the HTML and PNG; return their keys."""
+    """Print the terminal view (and the program, once labelled); write the HTML and PNG; return their keys."""
     trace, rec, steps = load(store, run, pid)
     keys = RunKeys(run)
     print(render_terminal(trace, rec, steps, out.isatty() if colour is None else colour), file=out)
+    label = load_label(store, run, pid)
+    if label is not None:
+        print(render_program(label), file=out)
     html_key, png_key = keys("show", f"{pid}.html"), keys("show", f"{pid}.png")
-    store.put(html_key, render_html(trace, rec, steps).encode())
+    page = render_html(trace, rec, steps)
+    if label is not None:
+        page += f"<h2>Program</h2><pre>{html.escape(render_program(label))}</pre>"
+    store.put(html_key, page.encode())
     store.put(png_key, traces_png(trace, rec))
     for key in (html_key, png_key):
         print(f"wrote {store.local_path(key) or f'{store.url}/{key}'}", file=out)

@@ -1,0 +1,104 @@
+"""The label and merge stages on a tiny captured run: programs kept by execution, examples, no split leakage."""
+
+import json
+from collections import defaultdict
+
+import pytest
+
+from mycelium.cli import main
+from mycelium.core.config import AggregateConfig, CaptureConfig, DiscoverConfig, IngestConfig, LabelConfig, MergeConfig
+from mycelium.core.errors import RunNotFoundError
+from mycelium.core.store import LocalStore
+from mycelium.programs.build import matches_gold
+from mycelium.records.programs import COMPONENTS, REASONS, Example, LabelRecord
+from mycelium.stages.aggregate import AggregateStage
+from mycelium.stages.capture import run_capture
+from mycelium.stages.discover import DiscoverStage
+from mycelium.stages.label import LabelStage
+from mycelium.stages.merge import MergeStage, split_of
+from mycelium.stages.runner import run_stage
+
+from ..conftest import SAMPLE, analyze_run, reduce_run
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory, tiny_teacher):
+    store = LocalStore(tmp_path_factory.mktemp("label") / "store")
+    run_capture(SAMPLE, "l", store, CaptureConfig(n_computing_heads=2, calibration_problems=1, progress=False),
+                IngestConfig(limit=16), teacher=tiny_teacher)
+    analyze_run(store, "l")
+    with pytest.raises(RunNotFoundError, match="mycelium discover"):  # no templates yet: nothing is labelled
+        run_stage(LabelStage(store, "l", LabelConfig(progress=False)), progress=False)
+    reduce_run(AggregateStage, store, "l", AggregateConfig())
+    reduce_run(DiscoverStage, store, "l", DiscoverConfig(min_size=2))
+    summary = run_stage(LabelStage(store, "l", LabelConfig(augment=3, progress=False)), progress=False, workers=2)
+    reduce_run(MergeStage, store, "l", MergeConfig(val_share=0.3))
+    return store, summary
+
+
+def records(store):
+    return [LabelRecord.model_validate_json(store.get(k)) for k in store.list("l/labels/")]
+
+
+def test_every_problem_is_kept_or_rejected_with_a_known_reason(labelled):
+    store, summary = labelled
+    recs = records(store)
+    assert len(recs) == summary.n_in == 16 and summary.failed == 0
+    kept = [r for r in recs if r.kept]
+    assert summary.counters["kept"] == len(kept) >= 8  # the bundled sample's annotated arithmetic is right
+    assert all(r.reason in REASONS for r in recs if not r.kept)
+    problems = {json.loads(line)["id"]: json.loads(line) for line in store.get("l/problems/part-00000.jsonl").decode().splitlines()}
+    for r in kept:
+        p = r.program
+        assert matches_gold(p.nodes[p.answer_node].value, problems[r.problem_id]["answer"])
+        assert all(n.template and n.template.startswith("T") for n in p.nodes)
+
+
+def test_merge_splits_by_problem_and_a_variant_follows_its_parent(labelled):
+    store, _ = labelled
+    split_of_problem = defaultdict(set)
+    counts = defaultdict(int)
+    for c in COMPONENTS:
+        for split in ("train", "val"):
+            for line in store.get(f"l/training/{c}/{split}.jsonl").decode().splitlines():
+                ex = json.loads(line)
+                Example.model_validate({k: v for k, v in ex.items() if k != "split"})
+                assert ex["split"] == split == split_of(ex["parent_id"] or ex["problem_id"], 0.3)
+                split_of_problem[ex["parent_id"] or ex["problem_id"]].add(split)
+                counts[(c, split, ex["provenance"]["source"])] += 1
+                assert ex["provenance"]["lineage"]["label"] and ex["provenance"]["dataset_file"] == "sample_problems.jsonl"
+    assert all(len(s) == 1 for s in split_of_problem.values())  # no problem (nor its variants) on both sides
+    assert {"train", "val"} == set.union(*split_of_problem.values())
+    stats = store.get_json("l/training/stats.json")
+    assert stats["examples"] == {f"{c}/{s}/{src}": n for (c, s, src), n in sorted(counts.items())}
+    assert any(src == "augmented" for (_, _, src) in counts)
+
+
+def test_adding_data_never_moves_a_problem_across_the_split():
+    ids = [f"p{i:012x}" for i in range(2000)]
+    before = {i: split_of(i, 0.1) for i in ids[:1000]}
+    assert all(split_of(i, 0.1) == s for i, s in before.items())  # the split reads the id alone
+    assert 0.05 < sum(s == "val" for s in before.values()) / 1000 < 0.15
+
+
+def test_rerun_skips_and_a_new_discover_makes_labels_stale(labelled, tmp_path):
+    import shutil
+
+    store = LocalStore(tmp_path / "copy")
+    shutil.copytree(labelled[0].root, store.root)
+    again = run_stage(LabelStage(store, "l", LabelConfig(augment=3, progress=False)), progress=False, workers=1)
+    assert again.skipped == {"already done": 16}
+    reduce_run(DiscoverStage, store, "l", DiscoverConfig(min_size=3))  # another operating point
+    merged = reduce_run(MergeStage, store, "l", MergeConfig(val_share=0.3))
+    assert merged.n_in == 0 and sum(merged.skipped.values()) == 16  # every label is now stale, none is merged
+
+
+def test_cli_label_merge_and_show_the_program(labelled, capsys):
+    store, _ = labelled
+    assert main(["label", "--run", "l", "--store", str(store.root), "--no-progress", "--augment", "3"]) == 0
+    assert main(["merge", "--run", "l", "--store", str(store.root), "--val-share", "0.3"]) == 0
+    out = capsys.readouterr().out
+    assert "programs that execute to the dataset's answer:" in out and "C3/train/teacher" in out
+    kept = next(r for r in records(store) if r.kept)
+    assert main(["show", kept.problem_id, "--run", "l", "--store", str(store.root)]) == 0
+    assert "program: " in capsys.readouterr().out
