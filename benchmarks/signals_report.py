@@ -32,6 +32,7 @@ SEEDS_MATH = {1: 3.8, 2: 5.1, 3: 7.0, 4: 9.7, 5: 14.8}  # heartbeats by MATH lev
 
 def load(store, run: str):
     """The run's current analysed problems: (SignalsRecord, Trace, [StepRecord])."""
+    from mycelium.core.store import jsonl
     from mycelium.core.summary import StageSummary
     from mycelium.records.analysis import SignalsRecord, StepRecord
     from mycelium.records.capture import Trace
@@ -42,8 +43,7 @@ def load(store, run: str):
     k, skipped, out = stage.keys, StageSummary(), []
     for commit in committed(stage, "analyze", stage.lineage, skipped):
         rec = SignalsRecord.model_validate_json(stage.read_verified(commit, k.signals(commit.item)))
-        steps = [StepRecord.model_validate_json(line) for line in
-                 stage.read_verified(commit, k.steps(commit.item)).decode().splitlines() if line]
+        steps = [StepRecord.model_validate_json(line) for line in jsonl(stage.read_verified(commit, k.steps(commit.item)))]
         out.append((rec, Trace.model_validate_json(store.get(k.trace(commit.item))), steps))
     return out, stage.config, skipped.skipped
 

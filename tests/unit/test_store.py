@@ -70,3 +70,18 @@ def test_prefixes_are_string_prefixes_like_s3(tmp_path):
     s.delete("run/p2.json")
     s.delete("run/never-there")
     assert not s.exists("run/p2.json")
+
+
+def test_jsonl_records_may_hold_unicode_line_breaks():
+    """A problem's text with U+2028 (GSM8K has one) stays one record: lines end at \\n only."""
+    import json
+
+    from mycelium.core.store import jsonl
+    from mycelium.records.problems import Problem, Source
+
+    p = Problem(id="p000000000001", question="Line one\u2028line two\x85and three?", answer="1",
+                source=Source(file="f.jsonl", line=1, dataset="plain"))
+    data = (p.model_dump_json() + "\n" + json.dumps({"x": 1}) + "\n").encode()
+    assert "\u2028" in data.decode() and len(data.decode().splitlines()) > 2  # the trap
+    (a, b) = jsonl(data)
+    assert Problem.model_validate_json(a) == p and json.loads(b) == {"x": 1}

@@ -65,6 +65,12 @@ class Store(ABC):
         return f"{type(self).__name__}({self.url!r})"
 
 
+def jsonl(data: bytes) -> list[str]:
+    """The records of a JSONL file. Lines end at "\\n" only: str.splitlines would also split at U+2028 and the
+    other Unicode line breaks, which a record's text may hold unescaped (pydantic writes them as they are)."""
+    return [line for line in data.decode().split("\n") if line.strip()]
+
+
 def json_bytes(obj: Any) -> bytes:
     """How JSON objects are stored: indented for people, UTF-8."""
     return json.dumps(obj, indent=1, ensure_ascii=False).encode()

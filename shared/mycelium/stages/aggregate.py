@@ -17,6 +17,7 @@ from ..core.config import AggregateConfig
 from ..core.errors import IntegrityError
 from ..core.keys import RUN_ITEM
 from ..core.ledger import record_failure
+from ..core.store import jsonl
 from ..core.summary import StageSummary
 from ..records.analysis import StepRecord
 from ..templates.steps import StepTable, StepTableBuilder
@@ -35,7 +36,7 @@ class AggregateStage(ReduceStage):
         for commit in committed(self, self.after, self.upstream_lineage, summary):
             key = self.keys.steps(commit.item)
             try:
-                lines = self.read_verified(commit, key).decode().splitlines()
+                lines = self.read_verified(commit, key).decode().split("\n")  # line numbers as in the file
             except IntegrityError as e:
                 summary.failed += 1
                 record_failure(self.store, self.keys, self.name, commit.item, str(e), e)
@@ -70,5 +71,5 @@ def load_table(stage: Stage) -> StepTable:
     """The run's current ``ib/`` table, verified against the aggregate commit."""
     commit = stage.upstream_commit(RUN_ITEM)
     k = stage.keys
-    index = [json.loads(l) for l in stage.read_verified(commit, k("ib", "index.jsonl")).decode().splitlines() if l]
+    index = [json.loads(line) for line in jsonl(stage.read_verified(commit, k("ib", "index.jsonl")))]
     return StepTable.from_bytes(stage.read_verified(commit, k("ib", "steps.npz")), index)

@@ -18,6 +18,7 @@ from ..core.config import LabelConfig
 from ..core.errors import RunNotFoundError
 from ..core.keys import RUN_ITEM, item_of_commit
 from ..core.lineage import mismatch, read_commit
+from ..core.store import jsonl
 from ..records.analysis import SignalsRecord, StepRecord
 from ..records.programs import LabelRecord, Provenance
 from ..templates.assign import TemplateIndex
@@ -64,7 +65,7 @@ class LabelStage(Stage):
             raise SkipItem("not among the run's problems (ingest)")
         signals = SignalsRecord.model_validate_json(self.read_verified(commit, k.signals(pid)))
         steps = [StepRecord.model_validate_json(line)
-                 for line in self.read_verified(commit, k.steps(pid)).decode().splitlines() if line]
+                 for line in jsonl(self.read_verified(commit, k.steps(pid)))]
         counters: dict[str, int | float] = {"kept": 0}
         try:
             program = build_program(problem, steps, signals, cfg, self.templates)

@@ -12,7 +12,7 @@ import json
 from collections import Counter, defaultdict
 
 from ..core.config import MergeConfig
-from ..core.store import json_bytes
+from ..core.store import json_bytes, jsonl
 from ..core.summary import StageSummary
 from ..records.programs import COMPONENTS, Example
 from .base import Outputs, ReduceStage, committed
@@ -38,10 +38,10 @@ class MergeStage(ReduceStage):
             for name, v in commit.counters.items():
                 if name.startswith("rejected: ") or name in ("kept", "variants", "augment_tries"):
                     outcomes[name] += v
-            data = self.read_verified(commit, self.keys.examples(commit.item)).decode()
-            if data:
+            lines = jsonl(self.read_verified(commit, self.keys.examples(commit.item)))
+            if lines:
                 summary.n_out += 1
-            for line in data.splitlines():
+            for line in lines:
                 ex = Example.model_validate_json(line)
                 split = split_of(ex.parent_id or ex.problem_id, self.config.val_share)
                 lines[(ex.component, split)].append(json.dumps({**json.loads(line), "split": split}))

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from ..core.errors import IntegrityError, RunNotFoundError
 from ..core.keys import RUN_ITEM, RunKeys
 from ..core.lineage import Commit, read_commit
-from ..core.store import Store, sha256
+from ..core.store import Store, jsonl, sha256
 from ..records.problems import Problem
 
 
@@ -38,9 +38,8 @@ def read_problems(store: Store, keys: RunKeys, shards: list[str] | None = None) 
         if commit.outputs.get(key) != sha256(data):
             raise IntegrityError(keys.run, f"{key} is not the shard ingest committed (an interrupted re-ingest? "
                                            "run the same capture command again)")
-        for line in data.decode().splitlines():
-            if line.strip():
-                yield Problem.model_validate(json.loads(line))
+        for line in jsonl(data):
+            yield Problem.model_validate(json.loads(line))
 
 
 def problem_ids(store: Store, keys: RunKeys) -> list[str]:

@@ -16,7 +16,7 @@ import numpy as np
 from ..core.errors import MyceliumError
 from ..core.keys import RunKeys
 from ..core.lineage import read_commit
-from ..core.store import Store
+from ..core.store import Store, jsonl
 from ..records.analysis import SignalsRecord, StepRecord
 from ..records.capture import Trace
 from ..records.programs import LabelRecord
@@ -33,7 +33,7 @@ def load(store: Store, run: str, pid: str) -> tuple[Trace, SignalsRecord, list[S
                             f"run `mycelium analyze --run {run}`")
     trace = Trace.model_validate_json(store.get(keys.trace(pid)))
     rec = SignalsRecord.model_validate_json(store.get(keys.signals(pid)))
-    steps = [StepRecord.model_validate_json(l) for l in store.get(keys.steps(pid)).decode().splitlines() if l]
+    steps = [StepRecord.model_validate_json(line) for line in jsonl(store.get(keys.steps(pid)))]
     return trace, rec, steps
 
 
