@@ -68,6 +68,7 @@ def boundaries(problems, tolerance: int, seed: int = 0) -> dict:
         methods = {
             "JSD peaks": jsd,
             "random word starts (as many)": rng.choice(words, min(k, len(words)), replace=False) if len(words) else words,
+            "evenly spaced word starts (as many)": evenly(words, k, len(offsets)),
             "every line start": lines,
             "every sentence start": segment("sentences", jsd, smoothed, trace.cot_text, offsets, 2),
             "line starts ranked by JSD (as many as peaks)": segment("jsd_lines", jsd, smoothed, trace.cot_text, offsets, 2),
@@ -83,6 +84,14 @@ def boundaries(problems, tolerance: int, seed: int = 0) -> dict:
             "methods": {name: {"tp": t[0], "fp": t[1], "fn": t[2], "per_problem": (t[0] + t[1]) / max(1, n_problems),
                                "calculations_alone": t[3] / max(1, n_ref), **prf(*t[:3])}
                         for name, t in totals.items()}}
+
+
+def evenly(candidates: np.ndarray, k: int, T: int) -> np.ndarray:
+    """``k`` candidates nearest k evenly spaced positions: the spacing of JSD peaks (≥ 24 apart), without JSD."""
+    if not len(candidates) or k <= 0:
+        return np.array([], np.int64)
+    targets = (np.arange(1, k + 1) * T / (k + 1)).astype(int)
+    return np.unique(candidates[np.abs(candidates[None, :] - targets[:, None]).argmin(1)])
 
 
 def templates(problems, min_size: int) -> dict:
@@ -122,12 +131,12 @@ def report(store, run: str, min_size: int) -> dict:
 
 def print_report(r: dict) -> None:
     print(f"\n=== {r['run']} ({r['cot']} CoT): {r['problems']} problems analysed; excluded {r['excluded'] or 'none'}")
-    print("heartbeats            n   tokens   raw IAF (/100 tok, from t=0)   above chance (/100 tok, from t=0)   seeds")
+    print("heartbeats            n   tokens   raw IAF (/100 tok, first in t<10)   above chance (/100 tok, first in t<10)  seeds")
     for g, v in r["heartbeats"]["groups"].items():
         level = int(g.rsplit(" ", 1)[-1]) if "level" in g and g.rsplit(" ", 1)[-1].isdigit() else None
         print(f"{g:18} {v['n']:5} {v['tokens']:8.0f}   {v['raw']:6.2f} ({v['raw_per_100_tokens']:.2f}, "
-              f"{100 * v['raw_from_token_0']:.0f}%)          {v['above_chance']:6.2f} "
-              f"({v['above_chance_per_100_tokens']:.2f}, {100 * v['above_chance_from_token_0']:.0f}%)"
+              f"{100 * v['raw_starts_early']:.0f}%)          {v['above_chance']:6.2f} "
+              f"({v['above_chance_per_100_tokens']:.2f}, {100 * v['above_chance_starts_early']:.0f}%)"
               f"            {SEEDS_MATH.get(level, '') if g.startswith('math') else ''}")
     for key, reg in r["heartbeats"]["regression"].items():
         if reg:
@@ -144,14 +153,16 @@ def print_report(r: dict) -> None:
     t = r["templates"]
     op = t["operating_point"]
     print(f"templates: {t['all_steps']['templates']} IB templates on all {t['all_steps']['steps']} steps "
-          f"({t['all_steps']['label_sets']} label sets); gain ≥ {op['gain']:.3g} keeps the splits up to "
-          f"β = {op['beta_kept'][1] or float('nan'):.3g} (first dropped at β = {op['beta_first_dropped'] or float('nan'):.3g}; "
+          f"({t['all_steps']['label_sets']} label sets); gain ≥ {op['gain']:.3g} keeps splits at β "
+          f"{op['beta_kept'][0] or float('nan'):.3g}–{op['beta_kept'][1] or float('nan'):.3g} and drops the first at "
+          f"β = {op['beta_first_dropped'] or float('nan'):.3g} ({'' if op['is_a_beta_threshold'] else 'not '}a β threshold; "
           f"gain·β over all splits {op['gain_times_beta'][0] or 0:.2f}–{op['gain_times_beta'][1] or 0:.2f})")
     print(f"  steps: {t['steps']['train']} fit, {t['steps']['held_out']} held out (split by problem)")
     for name, m in t["methods"].items():
         i, o = m["in_sample"], m["out_of_sample"]
-        print(f"  {name:12} {i['clusters']:4} clusters   in sample: purity {i['purity']:.3f}, I/H {i['i_ty_share']:.3f}"
-              f"   held out: purity {o['purity']:.3f}, I/H {o['i_ty_share']:.3f}")
+        inside = (f"{i['clusters']:4} clusters   in sample: purity {i['purity']:.3f}, I/H {i['i_ty_share']:.3f}"
+                  if i else f"{'':4}    no clusters{'':31}")
+        print(f"  {name:20} {inside}   held out: purity {o['purity']:.3f}, I/H {o['i_ty_share']:.3f}")
 
 
 def pngs(reports: list[dict], out: Path) -> None:
@@ -190,10 +201,11 @@ def pngs(reports: list[dict], out: Path) -> None:
         for a, key in zip(axes, ("purity", "i_ty_share")):
             a.bar(np.arange(len(methods)) + i * width, [r["templates"]["methods"][m]["out_of_sample"][key] for m in methods],
                   width, label=r["run"])
-            a.scatter(np.arange(len(methods)) + i * width, [r["templates"]["methods"][m]["in_sample"][key] for m in methods],
-                      marker="_", s=200, color="k")
+            inside = [(j, r["templates"]["methods"][m]["in_sample"]) for j, m in enumerate(methods)]
+            a.scatter([j + i * width for j, v in inside if v], [v[key] for _, v in inside if v], marker="_", s=200,
+                      color="k")
     for a, title in zip(axes, ("purity held out (bars) and in sample (ticks)", "I(T;Y)/H(Y) held out and in sample")):
-        a.set_xticks(np.arange(len(methods)) + 0.4 - width / 2, methods, fontsize=8)
+        a.set_xticks(np.arange(len(methods)) + 0.4 - width / 2, methods, fontsize=7, rotation=15, ha="right")
         a.set_title(title, fontsize=9)
         a.legend(fontsize=7)
     (out / "templates.png").write_bytes(png(fig))

@@ -202,3 +202,42 @@ def test_a_batch_of_generated_cots_matches_one_at_a_time(tiny_teacher, problems)
     alone = [generate_cots(tiny_teacher, [p], 24)[0] for p in prompts]
     assert [c.ids for c in batch] == [c.ids for c in alone]
     assert [c.truncated for c in batch] == [c.truncated for c in alone]
+
+
+def test_an_even_spread_from_the_tap_is_chance_and_gives_no_heartbeat(tiny_tokenizer, problems):
+    """A model whose queries are zero attends evenly to every key it may see: the captured IAF is the chance
+    level the analysis subtracts (ties the formula to the tap), and no heartbeat is counted above it."""
+    from mycelium.analysis import signals as sig
+    from mycelium.analysis.analyze import analyze
+    from mycelium.core.config import AnalyzeConfig
+
+    model = make_tiny_model(tiny_tokenizer)
+    for layer in model.model.layers:
+        torch.nn.init.zeros_(layer.self_attn.q_proj.weight)
+    teacher = from_model(model, tiny_tokenizer, "even")
+    for exclude_template in (True, False):
+        cfg = CaptureConfig(signals={"exclude_template_tokens": exclude_template})
+        trace, chunk = capture_problem(teacher, problems[2], cfg, HeadSet(3, ((0, 1),)), teacher.prompt_parts(), "h")
+        chance = sig.chance_iaf(len(trace.problem_offsets), sig.visible_prompt_keys(chunk.meta), trace.t_gen)
+        np.testing.assert_allclose(chunk.iaf.astype(np.float32), np.broadcast_to(chance, chunk.iaf.shape), atol=2e-3)
+        rec, _ = analyze(trace, chunk, AnalyzeConfig())
+        assert rec.heartbeats == 0
+
+
+def test_batched_generation_handles_rows_that_end_early(tiny_tokenizer, problems):
+    """With the end-of-turn token made likely, some rows stop early and are padded: each is still its own CoT."""
+    from mycelium.teacher.generation import generate_cots
+
+    model = make_tiny_model(tiny_tokenizer)
+    eos = tiny_tokenizer.eos_token_id
+    with torch.no_grad():
+        model.lm_head.weight[eos] = model.lm_head.weight[eos] * 2 + model.lm_head.weight.mean(0)
+    teacher = from_model(model, tiny_tokenizer, "eos-prone")
+    parts = teacher.prompt_parts()
+    prompts = [prompt_tokens(teacher, p.question, parts).prompt_ids for p in problems[:8]]
+    batch = generate_cots(teacher, prompts, 24)
+    alone = [generate_cots(teacher, [p], 24)[0] for p in prompts]
+    assert [c.ids for c in batch] == [c.ids for c in alone] and [c.truncated for c in batch] == [c.truncated for c in alone]
+    ended = [not c.truncated for c in batch]
+    assert any(ended) and not all(ended), "the test needs rows that end early and rows that do not"
+    assert all(eos not in c.ids for c in batch)

@@ -15,7 +15,7 @@ def rows_where_only_length_matters(n=400, seed=0):
         tokens = int(rng.normal(60 + 50 * level, 20))
         beats = max(0, int(round(1.5 * tokens / 100 + rng.normal(0, 0.5))))
         out.append({"dataset": "math", "level": level, "tokens": tokens, "raw": beats + 1, "above_chance": beats,
-                    "raw_from_token_0": True, "above_chance_from_token_0": False})
+                    "raw_starts_early": True, "above_chance_starts_early": False})
     return out
 
 
@@ -29,7 +29,7 @@ def test_a_level_trend_that_is_only_length_vanishes_once_length_is_controlled():
 def test_stats_by_level_report_both_traces_per_100_tokens():
     stats = heartbeat_stats(rows_where_only_length_matters(100))
     g = stats["groups"]["math level 3"]
-    assert g["raw"] == pytest.approx(g["above_chance"] + 1) and g["raw_from_token_0"] == 1.0
+    assert g["raw"] == pytest.approx(g["above_chance"] + 1) and g["raw_starts_early"] == 1.0
     assert g["above_chance_per_100_tokens"] == pytest.approx(100 * g["above_chance"] / g["tokens"])
     assert set(stats["regression"]) == {"raw", "above_chance"}
     assert level_regression([{"level": None, "tokens": 10, "raw": 1}], "raw") is None

@@ -30,6 +30,9 @@ def test_where_x_predicts_y_the_ib_templates_hold_out_of_sample():
     assert one["purity"] < 0.35 and one["i_ty_nats"] == pytest.approx(0.0, abs=1e-12)
     assert km["purity"] > 0.9  # the blobs are in X: k-means finds them too
     assert out["methods"]["label_set"]["in_sample"]["purity"] == 1.0
+    assert out["methods"]["label_set_min_size"]["out_of_sample"]["purity"] > 0.9
+    assert out["methods"]["15_nearest_steps"]["out_of_sample"]["purity"] > 0.9
+    assert out["methods"]["15_nearest_steps"]["in_sample"] is None
 
 
 def test_where_x_is_noise_nothing_beats_the_majority_set_out_of_sample():
@@ -39,6 +42,6 @@ def test_where_x_is_noise_nothing_beats_the_majority_set_out_of_sample():
     ids = [f"p{i:012x}" for i in range(len(X))]
     out = evaluate(X, Y, _sets(Y), ids, DiscoverConfig(min_size=20))
     majority = out["methods"]["one_cluster"]["out_of_sample"]["purity"]
-    for name in ("ib", "kmeans", "label_set"):
+    for name in ("ib", "kmeans", "label_set", "label_set_min_size", "15_nearest_steps"):
         assert out["methods"][name]["out_of_sample"]["purity"] < majority + 0.1, name
     assert out["methods"]["label_set"]["in_sample"]["purity"] == 1.0  # in sample it looks perfect

@@ -58,8 +58,9 @@ def analyze(trace: Trace, chunk: Chunk, cfg: AnalyzeConfig) -> tuple[SignalsReco
     iaf_traces = chunk.iaf[heads[:, 0], heads[:, 1]].astype(np.float32)  # [k, T]
     iaf_mean = iaf_traces.mean(0)  # [T]
     chance = sig.chance_iaf(len(trace.problem_offsets), sig.visible_prompt_keys(chunk.meta), T)  # [T]
-    above = sig.iaf_over_chance(iaf_mean, chance)  # [T]
-    beat, beat_heads = (above, sig.iaf_over_chance(iaf_traces, chance)) if cfg.heartbeat_signal == "iaf_over_chance" \
+    above = sig.iaf_over_chance(iaf_mean, chance, cfg.heartbeat_min_room)  # [T]
+    beat, beat_heads = (above, sig.iaf_over_chance(iaf_traces, chance, cfg.heartbeat_min_room)) \
+        if cfg.heartbeat_signal == "iaf_over_chance" \
         else (iaf_mean, iaf_traces)
     _, run_s, run_e = runs_above(beat, cfg.heartbeat_threshold, cfg.heartbeat_min_run)
     per_head = heartbeats(beat_heads, cfg.heartbeat_threshold, cfg.heartbeat_min_run)

@@ -8,12 +8,13 @@ A step's most-attended problem tokens are expanded to the clauses that hold them
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
 
-from ..mathlang.expressions import Found, Labelled
+from ..mathlang.expressions import Found, Labelled, calculation_start
 from ..records.analysis import ExpressionRecord, MappedSpan, Operand
 from ..records.capture import Trace
 from .numwords import Mention
@@ -42,7 +43,8 @@ class Grounding:
     def attention_at(self, start: int, end: int) -> float:
         """Mean IAF above chance of the CoT tokens that write characters [start, end)."""
         i, j = tokens_covering([tuple(o) for o in self.offsets], start, end)
-        return float(self.reads_problem[i:max(j, i + 1)].mean()) if len(self.reads_problem) else 0.0
+        window = self.reads_problem[min(i, len(self.reads_problem) - 1):max(j, i + 1)]
+        return float(window.mean()) if len(window) else 0.0
 
 
 def ground_operand(number: str, at: tuple[int, int], step: int, step_att: np.ndarray, g: Grounding) -> Operand | None:
@@ -79,15 +81,19 @@ def ground_operand(number: str, at: tuple[int, int], step: int, step_att: np.nda
 
 
 def _positions(cot: str, f: Found, numbers: list[str]) -> list[tuple[int, int]]:
-    """Where each operand is written in the CoT, in order within the expression's span (else the whole span)."""
-    out, cursor = [], f.start
+    """Where each operand is written in the CoT, in order, from where the CoT starts writing the calculation
+    (for an annotation, the arithmetic before its calculator copy); the whole span where it is not found.
+    Numbers are matched as written: "1200" matches "1,200", and a number never matches inside a longer one."""
+    start = calculation_start(cot, f)
+    out, cursor = [], start
     for n in numbers:
-        i = cot.find(n, cursor, f.end)
-        if i < 0:
-            out.append((f.start, f.end))
+        pattern = r"(?<![\d.,])" + ",?".join(re.escape(c) for c in n) + r"(?![\d]|[.,]\d)"
+        m = re.compile(pattern).search(cot, cursor, f.end)
+        if m is None:
+            out.append((start, f.end))
         else:
-            out.append((i, i + len(n)))
-            cursor = i + len(n)
+            out.append(m.span())
+            cursor = m.end()
     return out
 
 

@@ -18,14 +18,19 @@ from .boundaries import prf
 from .timeseries import runs_above
 
 
+#: A first heartbeat that starts within this many tokens says more about the first rows' lack of choice than
+#: about the CoT (the raw IAF of token 0 is 1 by construction; the next rows can barely look elsewhere).
+EARLY = 10
+
+
 def heartbeat_row(rec: SignalsRecord) -> dict:
     """One problem's heartbeats on raw IAF and above chance, with its level and CoT length."""
     thr, run = rec.config["heartbeat_threshold"], rec.config["heartbeat_min_run"]
     _, raw_s, _ = runs_above(np.asarray(rec.iaf), thr, run)
     _, cor_s, _ = runs_above(np.asarray(rec.iaf_over_chance), thr, run)
     return {"dataset": rec.dataset, "level": rec.level, "tokens": rec.t_gen, "raw": len(raw_s), "above_chance": len(cor_s),
-            "raw_from_token_0": bool(len(raw_s) and raw_s[0] == 0),
-            "above_chance_from_token_0": bool(len(cor_s) and cor_s[0] == 0)}
+            "raw_starts_early": bool(len(raw_s) and raw_s[0] < EARLY),
+            "above_chance_starts_early": bool(len(cor_s) and cor_s[0] < EARLY)}
 
 
 def level_regression(rows: list[dict], key: str) -> dict | None:
@@ -48,8 +53,8 @@ def level_regression(rows: list[dict], key: str) -> dict | None:
 
 
 def heartbeat_stats(rows: list[dict]) -> dict:
-    """By dataset and level: mean heartbeats (raw IAF, above chance), per 100 tokens, share starting at
-    token 0; and the regression on level + length for each trace."""
+    """By dataset and level: mean heartbeats (raw IAF, above chance), per 100 tokens, the share of problems
+    whose first heartbeat starts in the first EARLY tokens; and the regression on level + length for each trace."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         groups[f"{r['dataset']} level {r['level']}" if r["level"] is not None else r["dataset"]].append(r)
@@ -59,7 +64,7 @@ def heartbeat_stats(rows: list[dict]) -> dict:
         out[g] = {"n": len(rs), "tokens": tok / len(rs),
                   **{k: sum(r[k] for r in rs) / len(rs) for k in ("raw", "above_chance")},
                   **{f"{k}_per_100_tokens": 100 * sum(r[k] for r in rs) / tok for k in ("raw", "above_chance")},
-                  **{f"{k}_from_token_0": sum(r[f"{k}_from_token_0"] for r in rs) / len(rs)
+                  **{f"{k}_starts_early": sum(r[f"{k}_starts_early"] for r in rs) / len(rs)
                      for k in ("raw", "above_chance")}}
     return {"groups": out, "regression": {k: level_regression(rows, k) for k in ("raw", "above_chance")}}
 

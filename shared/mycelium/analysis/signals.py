@@ -99,17 +99,20 @@ def chance_iaf(n_problem: int, n_visible_prompt: int, t_gen: int):
     return n_problem / (n_visible_prompt + np.arange(t_gen, dtype=np.float64))
 
 
-def iaf_over_chance(iaf, chance):
-    """IAF above chance, scaled to [.., 1]: (IAF - c) / (1 - c), and 0 where c = 1 (no choice, no evidence).
+def iaf_over_chance(iaf, chance, min_room: float = 0.25):
+    """IAF above chance, scaled to [.., 1]: (IAF - c) / (1 - c); 0 where 1 - c < ``min_room``.
 
     iaf: [..., T]; chance: [T]. 1 means every bit of attention the row could spend elsewhere went to the
     problem; 0 means no more than an even spread would give. IAF itself is a share of attention and starts
-    at 1 by construction, so a heartbeat counted on it begins at token 0 in every problem.
+    at 1 by construction, so a heartbeat counted on it begins at token 0 in every problem. The first rows
+    can spend almost nothing elsewhere: dividing by that little room turns noise into pulses (the spread
+    across problems is 6x the late one at t = 1), so a row needs ``min_room`` of choice to give evidence.
     """
     import numpy as np
 
     room = 1.0 - chance
-    return np.where(room > 1e-9, (np.asarray(iaf, dtype=np.float64) - chance) / np.where(room > 1e-9, room, 1.0), 0.0)
+    ok = room >= max(min_room, 1e-9)
+    return np.where(ok, (np.asarray(iaf, dtype=np.float64) - chance) / np.where(ok, room, 1.0), 0.0)
 
 
 def visible_prompt_keys(meta: dict) -> int:

@@ -117,6 +117,8 @@ class AnalyzeConfig(StageConfig):
     snap_tokens: int = Field(2, ge=0, description="how far a boundary may move to reach a word start")
     heartbeat_signal: Literal["iaf", "iaf_over_chance"] = Field(
         "iaf_over_chance", description="the trace heartbeats are counted on (raw IAF starts at 1 at token 0)")
+    heartbeat_min_room: float = Field(
+        0.25, ge=0, lt=1, description="share a row could spend off the problem before it counts as evidence")
     heartbeat_threshold: float = Field(0.5, gt=0, lt=1)
     heartbeat_min_run: int = Field(5, ge=1)
     boundary_tolerance: int = Field(2, ge=0, description="tokens, for precision/recall/F1")

@@ -7,7 +7,9 @@ the training steps' PCA); every held-out step goes to its nearest centroid, and 
 predicts its label set: purity (the cluster's majority label set on training, correct on held-out) and
 I(T;Y) (label set as Y) over H(Y). Taxonomies: the IB templates at the operating point; grouping by exact
 label set (its centroids predict a held-out step's set from X alone); k-means on X with as many clusters as
-the IB found; one cluster (the majority label set).
+the IB found; the label-set groups with the IB's surface tension (sets under ``min_size`` steps join the
+nearest large one); the 15 nearest training steps' majority set (no clusters at all); one cluster (the
+majority label set).
 
 >>> import numpy as np
 >>> score(np.array([0, 0, 1, 1]), ["a", "a", "b", "c"], {0: "a", 1: "b"})["purity"]
@@ -84,7 +86,8 @@ def evaluate(X: np.ndarray, Y: np.ndarray, sets: list[str], problem_ids: list[st
     by_set = np.array([set_ids[s] for s in sets_train])
     k = int(len(set(ib.tolist())))
     _, km = kmeans2(E_train, k, seed=seed, minit="++") if k > 1 else (None, np.zeros(len(E_train), int))
-    fits = {"ib": ib, "label_set": by_set, "kmeans": km, "one_cluster": np.zeros(len(E_train), int)}
+    fits = {"ib": ib, "label_set": by_set, "label_set_min_size": _tension(E_train, by_set, cfg.min_size),
+            "kmeans": km, "one_cluster": np.zeros(len(E_train), int)}
     out = {"steps": {"train": int(train.sum()), "held_out": int(test.sum())}, "methods": {}}
     for name, assign in fits.items():
         assign = np.unique(assign, return_inverse=True)[1]  # clusters 0..k-1
@@ -92,4 +95,28 @@ def evaluate(X: np.ndarray, Y: np.ndarray, sets: list[str], problem_ids: list[st
         held = centroids(E_train, assign, int(assign.max()) + 1) @ E_test.T  # [k, held]
         out["methods"][name] = {"in_sample": score(assign, sets_train, majority),
                                 "out_of_sample": score(held.argmax(0), sets_test, majority)}
+    # no clusters at all: each held-out step takes the majority label set of its k nearest training steps
+    nearest = np.argsort(-(E_test @ E_train.T), axis=1)[:, :KNN]  # [held, k]
+    votes = [Counter(sets_train[j] for j in row).most_common(1)[0][0] for row in nearest]
+    ids = {s: i for i, s in enumerate(sorted(set(votes)))}
+    out["methods"][f"{KNN}_nearest_steps"] = {
+        "in_sample": None, "out_of_sample": score(np.array([ids[v] for v in votes]), sets_test,
+                                                  {i: s for s, i in ids.items()})}
     return out
+
+
+#: Neighbours of the no-cluster baseline.
+KNN = 15
+
+
+def _tension(E: np.ndarray, assign: np.ndarray, min_size: int) -> np.ndarray:
+    """Groups with fewer than ``min_size`` members join the nearest large group (by centroid): the same
+    surface tension the IB templates get, so the label-set baseline is not handicapped by singletons."""
+    sizes = np.bincount(assign)
+    large = np.flatnonzero(sizes >= min_size)
+    if not len(large):
+        return np.zeros_like(assign)
+    C = centroids(E, assign, len(sizes))
+    home = large[(C @ C[large].T).argmax(1)]  # [groups] the large group nearest each group
+    home[large] = large
+    return home[assign]

@@ -48,8 +48,12 @@ def beta_of_cut(an: Anneal, gain: float) -> dict:
     heads = {g[0] for g in leaves}
     dropped = [s.beta for s in an.splits if s.parent in heads]
     products = [s.gain * s.beta for s in an.splits if s.gain > 0]
-    return {"beta_kept": [min((s.beta for s in taken), default=None), max((s.beta for s in taken), default=None)],
-            "beta_first_dropped": min(dropped, default=None),
+    kept_max = max((s.beta for s in taken), default=None)
+    first_dropped = min(dropped, default=None)
+    return {"beta_kept": [min((s.beta for s in taken), default=None), kept_max],
+            "beta_first_dropped": first_dropped,
+            # a true β threshold drops nothing below the largest β it keeps; on MATH this does not hold
+            "is_a_beta_threshold": kept_max is None or first_dropped is None or first_dropped > kept_max,
             "gain_times_beta": [min(products, default=None), max(products, default=None)]}
 
 
@@ -173,7 +177,10 @@ def build_taxonomy(an: Anneal, table: StepTable, cfg: DiscoverConfig, gain: floa
 
 def format_tree(taxonomy: dict) -> str:
     op = taxonomy["operating_point"]
-    beta = (f", i.e. the splits up to β = {op['beta_kept'][1]:.3g}" if op.get("beta_kept", [None, None])[1] else "")
+    beta = ""
+    if op.get("beta_kept", [None, None])[1]:
+        beta = (f", i.e. the splits up to β = {op['beta_kept'][1]:.3g}" if op.get("is_a_beta_threshold", True) else
+                f", splits up to β = {op['beta_kept'][1]:.3g} but one at β = {op['beta_first_dropped']:.3g} dropped")
     lines = [f"taxonomy: {taxonomy['n_templates']} templates in {taxonomy['n_families']} families from "
              f"{taxonomy['n_steps']} steps (gain ≥ {op['gain']:.3g} by {op['how']}{beta}, "
              f"min size {op['min_size']}); "
