@@ -54,7 +54,7 @@ def test_unparseable_latex_is_kept_with_a_reason():
     ("triple the price", [("triple", {3})]),
     ("twenty-five apples and 1,200 pears", [("twenty-five", {25}), ("1,200", {1200})]),
     ("half a dozen", [("half a dozen", {6})]),
-    ("a quarter of 60%", [("quarter", {Fraction(1, 4), 4}), ("60", {60})]),
+    ("a quarter of 60%", [("quarter", {Fraction(1, 4), 4}), ("60", {60, Fraction(3, 5)})]),
     ("on the fourth day", []),
     ("3.5 hours", [("3.5", {Fraction(7, 2)})]),
 ])

@@ -92,7 +92,10 @@ def analyze(trace: Trace, chunk: Chunk, cfg: AnalyzeConfig) -> tuple[SignalsReco
         for e in np.flatnonzero(step_of_expr == k):
             f, lab = found[e], labelled[e]
             records.append(expression_record(f, lab, k, step_att, g))
-            for value in (lab.value, f.result_text):  # available to the expressions after this one
+            # available to the expressions after this one: what it computes, and what the CoT writes it equals
+            # unless the two disagree (then a later operand must not point here on the written value)
+            consistent = records[-1].value_matches_result is not False
+            for value in (lab.value, f.result_text if consistent else None):
                 if value is not None and (fv := as_fraction(value)) is not None:
                     g.results.append((fv, k, int(e)))
         labels = sorted({l for r in records if r.ok for l in r.labels})

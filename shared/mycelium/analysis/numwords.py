@@ -8,6 +8,8 @@ its parts 3 and 5); "twice" is 2; "a dozen" is 12.
 ['1/2', '2']
 >>> [(m.text, sorted(map(str, m.values))) for m in mentions("three fifths of 1,200 and two dozen")]
 [('three fifths', ['3', '3/5', '5']), ('1,200', ['1200']), ('two dozen', ['24'])]
+>>> sorted(str(v) for m in mentions("a 60% discount") for v in m.values)
+['3/5', '60']
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ MULTIPLIERS = {"twice": 2, "double": 2, "doubled": 2, "doubles": 2, "triple": 3,
 
 _DIGITS = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.,])\d+(?:\.\d+)?")
 _WORD = re.compile(r"[A-Za-z]+")
+_PERCENT = re.compile(r"\s*(%|percent\b|per cent\b)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,12 @@ def _cardinal(words: list[str]) -> tuple[int, int] | None:
 
 def mentions(text: str) -> list[Mention]:
     """Every number mention in ``text``, in order."""
-    out = [Mention(m.start(), m.end(), m.group(), frozenset({Fraction(m.group().replace(",", ""))}))
-           for m in _DIGITS.finditer(text)]
+    out = []
+    for m in _DIGITS.finditer(text):
+        v = Fraction(m.group().replace(",", ""))
+        # "60%" or "60 percent" is also the rate 0.6 that a calculation multiplies by
+        rate = _PERCENT.match(text, m.end()) is not None
+        out.append(Mention(m.start(), m.end(), m.group(), frozenset({v, v / 100} if rate else {v})))
     words = [(m.start(), m.end(), m.group().lower()) for m in _WORD.finditer(text.replace("-", " "))]
     out = [*out]
     wout: list[Mention] = []

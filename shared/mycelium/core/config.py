@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .versions import CHUNK_FORMAT_VERSION, SIGNALS_VERSION
+from .versions import ANALYSIS_VERSION, CHUNK_FORMAT_VERSION, SIGNALS_VERSION
 
 
 def digest(payload) -> str:
@@ -129,6 +129,7 @@ class AnalyzeConfig(StageConfig):
     sandbox_timeout_s: float = Field(2.0, gt=0)
     workers: int | None = Field(None, ge=1)
     progress: bool = True
+    analysis_version: int = ANALYSIS_VERSION
 
     @field_validator("jsd_layer_fraction")
     @classmethod

@@ -6,6 +6,10 @@ so it changes the config hash and, through lineage, marks every downstream outpu
 
 #: mycelium.analysis.signals: 2 = the row of CoT token t is the query that produced it (position p-1+t).
 SIGNALS_VERSION = 2
+#: mycelium.analysis and mycelium.mathlang: what one chunk's analysis writes (its AnalyzeConfig carries it, so a
+#: new version makes every analysis stale). 2: LaTeX boxes and degrees are plain arithmetic; operand positions.
+#: 3: "60%" is also 0.6; a written result that disagrees with the computed one grounds nothing.
+ANALYSIS_VERSION = 3
 #: mycelium.records.chunk: the binary chunk layout.
 CHUNK_FORMAT_VERSION = 1
 #: mycelium.cloud.manifest.RunManifest.

@@ -10,6 +10,8 @@ falls back to the LaTeX grammar parser.
 '((48)/(2))*3'
 >>> latex_to_plain(r"2x+\\sqrt{16}")
 '2*x+sqrt(16)'
+>>> latex_to_plain(r"\\boxed{120^\\circ}.")
+'(120)'
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import re
 
 from .safe_math import FUNCTIONS, ParseError
 
-_DROP = re.compile(r"\\left|\\right|\\[,;!: ]|\\displaystyle|\$")
+# Layout that changes no value: sizing, spacing, a trailing full stop, degrees (120^\circ is 120).
+_DROP = re.compile(r"\\left|\\right|\\[,;!: ]|\\displaystyle|\$|\^\{\\circ\}|\^\\circ|\.\s*$")
 _SIMPLE = {r"\cdot": "*", r"\times": "*", r"\div": "/", r"\pi": "pi", r"\dfrac": r"\frac", r"\tfrac": r"\frac"}
 _ATOM = re.compile(r"\d+(?:\.\d+)?|[A-Za-z_]+|\S")
 
@@ -46,6 +49,9 @@ def _rewrite(text: str, depth: int = 0) -> str:
             num, i = _group(text, i + 5)
             den, i = _group(text, i)
             out.append(f"(({_rewrite(num, depth + 1)})/({_rewrite(den, depth + 1)}))")
+        elif text.startswith(r"\boxed", i):  # the answer's box: its content
+            inner, i = _group(text, i + 6)
+            out.append(f"({_rewrite(inner, depth + 1)})")
         elif text.startswith(r"\binom", i):
             n, i = _group(text, i + 6)
             k, i = _group(text, i)
