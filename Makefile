@@ -9,6 +9,7 @@ RUN ?= sample
 DATA ?= shared/mycelium/data/sample_problems.jsonl
 ARGS ?=
 MIN_SIZE ?= 8
+AUGMENT ?= 3
 
 .PHONY: run test setup clean bench
 
@@ -29,6 +30,8 @@ run: $(STAMP)
 	$(BIN)/mycelium aggregate --run $(RUN)
 	# The bundled sample has ~100 labelled steps: surface tension at 8 steps, not the default 50.
 	$(BIN)/mycelium discover --run $(RUN) --min-size $(MIN_SIZE)
+	$(BIN)/mycelium label --run $(RUN) --augment $(AUGMENT)
+	$(BIN)/mycelium merge --run $(RUN)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)

@@ -30,7 +30,7 @@ class MergeStage(ReduceStage):
 
     def process(self, item: str) -> Outputs:
         summary = StageSummary()  # counts problems
-        lines: dict[tuple[str, str], list[str]] = defaultdict(list)
+        out: dict[tuple[str, str], list[str]] = defaultdict(list)
         counts: Counter = Counter()
         outcomes: Counter = Counter()
         for commit in committed(self, self.after, self.upstream_lineage, summary):
@@ -44,9 +44,9 @@ class MergeStage(ReduceStage):
             for line in lines:
                 ex = Example.model_validate_json(line)
                 split = split_of(ex.parent_id or ex.problem_id, self.config.val_share)
-                lines[(ex.component, split)].append(json.dumps({**json.loads(line), "split": split}))
+                out[(ex.component, split)].append(json.dumps({**json.loads(line), "split": split}))
                 counts[(ex.component, split, ex.provenance.source)] += 1
-        files = {self.keys.training(c, s): ("\n".join(lines[(c, s)]) + "\n" if lines[(c, s)] else "").encode()
+        files = {self.keys.training(c, s): ("\n".join(out[(c, s)]) + "\n" if out[(c, s)] else "").encode()
                  for c in COMPONENTS for s in ("train", "val")}
         stats = {"split": {"by": "sha256 of the problem id (a variant: its parent's)", "val_share": self.config.val_share},
                  "problems": {"analysed": summary.n_in, "with_examples": summary.n_out, **dict(outcomes)},
