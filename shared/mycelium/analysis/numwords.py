@@ -10,6 +10,8 @@ its parts 3 and 5); "twice" is 2; "a dozen" is 12.
 [('three fifths', ['3', '3/5', '5']), ('1,200', ['1200']), ('two dozen', ['24'])]
 >>> sorted(str(v) for m in mentions("a 60% discount") for v in m.values)
 ['3/5', '60']
+>>> [(m.text, sorted(map(str, m.values))) for m in mentions("$.25 an ounce, 50 cents a cup")]
+[('.25', ['1/4']), ('50', ['1/2', '50'])]
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ ORDINALS = {"half": 2, "halves": 2, "third": 3, "thirds": 3, "quarter": 4, "quar
 MULTIPLIERS = {"twice": 2, "double": 2, "doubled": 2, "doubles": 2, "triple": 3, "tripled": 3, "triples": 3,
                "thrice": 3, "quadruple": 4, "quadrupled": 4, "pair": 2, "pairs": 2, "dozen": 12, "dozens": 12}
 
-_DIGITS = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.,])\d+(?:\.\d+)?")
+# 1,200.5 | 3.5 | .25 (as in "$.25")
+_DIGITS = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.,])\d+(?:\.\d+)?|(?<![\w.,])\.\d+")
 _WORD = re.compile(r"[A-Za-z]+")
-_PERCENT = re.compile(r"\s*(%|percent\b|per cent\b)", re.IGNORECASE)
+_HUNDREDTHS = re.compile(r"\s*(%|percent\b|per cent\b|cents?\b)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,8 @@ def mentions(text: str) -> list[Mention]:
     out = []
     for m in _DIGITS.finditer(text):
         v = Fraction(m.group().replace(",", ""))
-        # "60%" or "60 percent" is also the rate 0.6 that a calculation multiplies by
-        rate = _PERCENT.match(text, m.end()) is not None
+        # "60%" or "60 percent" is also the rate 0.6 that a calculation multiplies by; "50 cents" is also $0.50
+        rate = _HUNDREDTHS.match(text, m.end()) is not None
         out.append(Mention(m.start(), m.end(), m.group(), frozenset({v, v / 100} if rate else {v})))
     words = [(m.start(), m.end(), m.group().lower()) for m in _WORD.finditer(text.replace("-", " "))]
     out = [*out]

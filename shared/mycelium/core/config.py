@@ -205,8 +205,10 @@ class LabelConfig(StageConfig):
 
     _runtime_only = frozenset({"progress"})
 
-    # Numbers a program may use without reading them from the problem: units and the usual multipliers.
-    constants: tuple[float, ...] = Field((0.5, 1, 2, 7, 10, 12, 24, 30, 52, 60, 100, 365, 1000),
+    # Numbers a program may use without reading them from the problem: units and the usual multipliers,
+    # a percent as 0.01 (GSM8K writes 50% as 50*.01), coins (penny, nickel, dime, quarter), weeks in a month.
+    constants: tuple[float, ...] = Field((0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 7, 10, 12, 24, 30, 52, 60, 100, 365,
+                                          1000, 3600),
                                          description="operands allowed as constants")
     augment: int = Field(0, ge=0, le=100, description="variants with re-sampled numbers per kept program")
     augment_tries: int = Field(4, ge=1, le=20, description="samples tried per variant wanted")

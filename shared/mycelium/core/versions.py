@@ -9,7 +9,8 @@ SIGNALS_VERSION = 2
 #: mycelium.analysis and mycelium.mathlang: what one chunk's analysis writes (its AnalyzeConfig carries it, so a
 #: new version makes every analysis stale). 2: LaTeX boxes and degrees are plain arithmetic; operand positions.
 #: 3: "60%" is also 0.6; a written result that disagrees with the computed one grounds nothing.
-ANALYSIS_VERSION = 3
+#: 4: "50 cents" is also 0.5; ".25" (as in "$.25") is a number.
+ANALYSIS_VERSION = 4
 #: mycelium.records.chunk: the binary chunk layout.
 CHUNK_FORMAT_VERSION = 1
 #: mycelium.cloud.manifest.RunManifest.
