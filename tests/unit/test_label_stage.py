@@ -102,3 +102,37 @@ def test_cli_label_merge_and_show_the_program(labelled, capsys):
     kept = next(r for r in records(store) if r.kept)
     assert main(["show", kept.problem_id, "--run", "l", "--store", str(store.root)]) == 0
     assert "program: " in capsys.readouterr().out
+
+
+def test_a_variant_with_another_problem_s_text_is_dropped(labelled, tmp_path):
+    import shutil
+
+    store = LocalStore(tmp_path / "copy")
+    shutil.copytree(labelled[0].root, store.root)
+    recs = [r for r in records(store) if r.kept and r.variants]
+    twin = next(r for r in records(store) if r.kept and r.problem_id != recs[0].problem_id)
+    key = f"l/examples/{recs[0].problem_id}.jsonl"  # make a variant's text that of another problem
+    lines = [json.loads(x) for x in store.get(key).decode().splitlines()]
+    victim = next(x["problem_id"] for x in lines if x["parent_id"])
+    for x in lines:
+        if x["problem_id"] == victim:
+            x["problem_id"] = twin.problem_id
+    from mycelium.core.lineage import read_commit
+    from mycelium.core.keys import RunKeys
+    from mycelium.core.store import json_bytes
+    import hashlib
+
+    body = "".join(json.dumps(x) + "\n" for x in lines).encode()
+    store.put(key, body)
+    commit = read_commit(store, RunKeys("l"), "label", recs[0].problem_id)
+    commit.outputs[key] = hashlib.sha256(body).hexdigest()
+    store.put(RunKeys("l").commit("label", recs[0].problem_id), json_bytes(commit.model_dump(mode="json")))
+    before = store.get_json("l/training/stats.json")["problems"].get("variant examples dropped: another problem's text", 0)
+    store.delete(RunKeys("l").commit("merge", "run"))  # merge again over the changed examples
+    reduce_run(MergeStage, store, "l", MergeConfig(val_share=0.3))
+    stats = store.get_json("l/training/stats.json")
+    assert stats["problems"]["variant examples dropped: another problem's text"] == before + len(COMPONENTS)
+    for c in COMPONENTS:
+        for split in ("train", "val"):
+            ids = [json.loads(x) for x in store.get(f"l/training/{c}/{split}.jsonl").decode().splitlines()]
+            assert not [x for x in ids if x["problem_id"] == twin.problem_id and x["parent_id"]]

@@ -146,3 +146,41 @@ def test_a_word_number_and_an_ambiguous_number_are_not_resampled():
 def test_shift_maps_offsets_through_rewritten_numbers():
     shift = shift_of([(10, 12, "1234"), (20, 21, "")])
     assert [shift(p) for p in (5, 10, 11, 12, 19, 20, 21, 30)] == [5, 10, 10, 14, 21, 22, 22, 31]
+
+
+def test_a_division_inside_a_node_must_still_come_out_even():
+    q = "A shop puts 48 apples into 6 crates. It sells 2 crates. How many apples does it sell?"
+    node = expr("48/6*2", "16", [text("48", q), text("6", q), text("2", q)], labels=("inverse", "mul"))
+    p = build_program(problem("16", q), [step(0, node)], SIGNALS, CFG)
+    found, _, rejected = variants(p, 10, 8, seed=3)
+    assert found and rejected["a division no longer comes out even"] > 0
+    for v in found:
+        n = {o.name: Fraction(o.value) for o in v.nodes[0].operands}
+        assert (n["n0"] / n["n1"]).denominator == 1
+
+
+def test_one_mention_read_two_ways_is_never_rewritten():
+    q = "A coat costs 100 dollars with a 60% discount. A hat costs 50 dollars with the same discount. What is the total?"
+    coat = expr("100*0.6", "60", [text("100", q), Operand(text="0.6", source="text", span=(q.index("60"), q.index("60") + 2),
+                                                          span_text="60")])
+    hat = expr("50*60/100", "30", [text("50", q), text("60", q), Operand(text="100", source="constant")])
+    total = expr("60+30", "90", [Operand(text="60", source="step", step=0, expression=0),
+                                 Operand(text="30", source="step", step=1, expression=1)], labels=("add",))
+    p = build_program(problem("90", q), [step(0, coat), step(1, hat), step(2, total)], SIGNALS, CFG)
+    assert len({o.name for n in p.nodes for o in n.operands if o.kind == "text" and o.span_text == "60"}) == 2
+    found, _, _ = variants(p, 5, 20, seed=0)  # both 60% shares stay whole for one pair of prices in 25
+    assert found and all("60% discount" in v.question for v in found)
+    for v in found:  # what the program computes is what the rewritten text says
+        coat_price, hat_price = (int(v.question.split(" costs ")[i].split()[0]) for i in (1, 2))
+        assert Fraction(v.answer) == Fraction(coat_price * 6, 10) + Fraction(hat_price * 60, 100)
+
+
+def test_no_variant_when_the_text_states_an_intermediate_result_or_a_computation_was_pruned():
+    q = "Tom buys 3 packs of 4 pens, so he has 12 pens. He gives away 5. How many pens does he have?"
+    packs = expr("3*4", "12", [text("3", q), text("4", q)])
+    left = expr("12-5", "7", [Operand(text="12", source="step", step=0, expression=0), text("5", q)], labels=("add", "neg"))
+    p = build_program(problem("7", q), [step(0, packs), step(1, left)], SIGNALS, CFG)
+    assert variants(p, 3, 4) == ([], 0, {"the text states an intermediate result": 1})
+    read12 = expr("12-5", "7", [text("12", q), text("5", q)], labels=("add", "neg"))
+    p = build_program(problem("7", q), [step(0, packs), step(1, read12)], SIGNALS, CFG)
+    assert p.pruned == 1 and variants(p, 3, 4) == ([], 0, {"the CoT computes what the program skips": 1})

@@ -38,8 +38,13 @@ def last_boxed(text: str) -> str | None:
     return None  # unbalanced: no answer rather than a wrong one
 
 
+_LATEX_NOISE = re.compile(r"\\text\{[^{}]*\}|\\mbox\{[^{}]*\}|\^\{?\\circ\}?|\\[!,;% ]|\{,\}|\\\$|\$|%")
+
+
 def clean_number(s: str) -> str:
-    return s.replace(",", "").replace("$", "").strip().rstrip(".")
+    """A number as text without what only typesets it: "$1,200." -> "1200"; "\\$18.90" -> "18.90"; "10{,}000"
+    -> "10000"; "5\\%" -> "5"; "90^\\circ" -> "90"; "12\\text{ cm}" -> "12"."""
+    return _LATEX_NOISE.sub("", s).replace(",", "").strip().rstrip(".")
 
 
 def extract_answer(cot: str) -> str | None:
@@ -67,7 +72,7 @@ def _verify(gold: str, pred: str) -> bool:
     from math_verify.parser import ExprExtractionConfig, LatexExtractionConfig
 
     configs = [LatexExtractionConfig(), ExprExtractionConfig()]
-    wrap = lambda s: s if "$" in s or "\\" not in s else f"${s}$"  # noqa: E731
+    wrap = lambda s: s if re.search(r"(?<!\\)\$", s) or "\\" not in s else f"${s}$"  # noqa: E731 - unescaped $
     g = parse(wrap(gold), extraction_config=configs, parsing_timeout=None)
     p = parse(wrap(pred), extraction_config=configs, parsing_timeout=None)
     return bool(g and p and verify(g, p, timeout_seconds=None))

@@ -19,7 +19,7 @@ from fractions import Fraction
 from ..analysis.numwords import mentions
 from ..records.datasets import problem_id
 from ..records.programs import Program, Span
-from .execute import exact, execute
+from .execute import exact, execute_with_partials
 
 
 def shift_of(replacements: list[tuple[int, int, str]]):
@@ -56,17 +56,30 @@ def _sample(value: Fraction, like: str, rng: random.Random) -> Fraction:
     return Fraction(new, 10**places)
 
 
-def resamplable(program: Program) -> dict[str, Fraction]:
-    """Quantity name -> value, for the quantities that may be re-sampled."""
+def resamplable(program: Program) -> dict[Span, Fraction]:
+    """Mention span -> value, for the mentions that may be re-sampled: every quantity the program reads from the
+    span is the plain reading of its digits (not "60%" read as 0.6, nor "half"), and no mention the program
+    does not read has the same value (rewriting one would leave the text inconsistent)."""
     read = {p.span for p in program.quantities.values()}
     values = Counter(v for m in mentions(program.question) if (m.start, m.end) not in read for v in m.values)
-    out = {}
-    for name, p in program.quantities.items():
+    by_span: dict[Span, set] = {}
+    for p in program.quantities.values():
         v = exact(p.value)
-        if (v is not None and v > 0 and any(c.isdigit() for c in p.span_text or "")
-                and exact((p.span_text or "").replace(",", "")) == v and not values[v]):
-            out[name] = v
-    return out
+        plain = (v is not None and v > 0 and any(c.isdigit() for c in p.span_text or "")
+                 and exact((p.span_text or "").replace(",", "")) == v and not values[v])
+        by_span.setdefault(tuple(p.span), set()).add(v if plain else None)
+    return {span: next(iter(vs)) for span, vs in by_span.items() if len(vs) == 1 and None not in vs}
+
+
+def _blocked(program: Program) -> str | None:
+    """Why no variant of ``program`` can be trusted, or None."""
+    if program.pruned:  # the CoT computed things the program does not read: the text may state them
+        return "the CoT computes what the program skips"
+    stated = {v for m in mentions(program.question) for v in m.values}
+    read = {exact(p.value) for p in program.quantities.values()}
+    if any((v := exact(n.value)) is not None and v in stated and v not in read for n in program.nodes):
+        return "the text states an intermediate result"
+    return None
 
 
 def _in_domain(old: str, new: str | None) -> bool:
@@ -82,27 +95,38 @@ def variants(program: Program, k: int, tries: int, seed: int = 0, timeout_s: flo
              ) -> tuple[list[Program], int, Counter]:
     """Up to ``k`` variants of ``program``; how many samples were tried; why the others were rejected."""
     rejected: Counter = Counter()
-    free = resamplable(program)
     if k <= 0:
         return [], 0, rejected
-    if not free:
-        rejected["no number to re-sample"] += 1
+    free = resamplable(program)
+    why = _blocked(program) or (None if free else "no number to re-sample")
+    if why:
+        rejected[why] += 1
         return [], 0, rejected
     rng = random.Random(f"{program.problem_id}:{seed}")
     quantities = program.quantities
-    candidates = []
-    for _ in range(k * tries):
-        new = {name: _sample(v, quantities[name].span_text, rng) for name, v in free.items()}
-        candidates.append(new)
+    text_of = {tuple(p.span): p.span_text for p in quantities.values()}
+    candidates = [{span: _sample(v, text_of[span], rng) for span, v in free.items()} for _ in range(k * tries)]
     nodes = [n.canonical for n in program.nodes]
     base = {name: p.value for name, p in quantities.items()}
-    results = execute([(nodes, {**base, **{n: str(v) for n, v in c.items()}}) for c in candidates], timeout_s)
+
+    def spec(cand: dict) -> tuple:
+        return nodes, {**base, **{name: str(cand[tuple(p.span)]) for name, p in quantities.items() if tuple(p.span) in cand}}
+
+    original, *results = execute_with_partials([spec({})] + [spec(c) for c in candidates], timeout_s)
     out, seen = [], {program.question}
-    for cand, values in zip(candidates, results):
+    for cand, computed in zip(candidates, results):
         if len(out) >= k:
             break
+        values = [v for v, _ in computed]
+        if any(v is None for v in values):
+            rejected["does not compute"] += 1
+            continue
         if not all(_in_domain(n.value, v) for n, v in zip(program.nodes, values)):
-            rejected["a value left its domain" if all(v is not None for v in values) else "does not compute"] += 1
+            rejected["a value left its domain"] += 1
+            continue
+        if not all(_in_domain(a, b) for (_, pa), (_, pb) in zip(original, computed) for a, b in zip(pa, pb)
+                   if a is not None):
+            rejected["a division no longer comes out even"] += 1
             continue
         variant = _rewrite(program, cand, values)
         if variant.question in seen:
@@ -113,9 +137,31 @@ def variants(program: Program, k: int, tries: int, seed: int = 0, timeout_s: flo
     return out, min(len(candidates), len(out) + sum(rejected.values())), rejected
 
 
-def _rewrite(program: Program, new: dict[str, Fraction], values: list[str]) -> Program:
+def answer_like(value: str, parent_answer: str) -> str:
+    """A variant's answer written the way its parent's was: a decimal where the parent's was one (when the value
+    has a finite decimal expansion), else as computed.
+
+    >>> answer_like("3078/5", "623.125"), answer_like("7/3", "623.125"), answer_like("42", "40"), answer_like("-1/1024", "0.5")
+    ('615.6', '7/3', '42', '-0.0009765625')
+    """
+    from .examples import answer_format
+
+    v = exact(value)
+    if v is None or v.denominator == 1 or answer_format(parent_answer) != "decimal":
+        return value
+    d, places = v.denominator, 0
+    while d % 10 == 0 or d % 2 == 0 or d % 5 == 0:  # v = m / 10^places exactly, for the least such places
+        d, places = (d // 10 if d % 10 == 0 else d // 2 if d % 2 == 0 else d // 5), places + 1
+    if d != 1:
+        return value
+    digits = str(abs(v.numerator) * 10**places // v.denominator).rjust(places + 1, "0")
+    return ("-" if v < 0 else "") + digits[:-places] + "." + digits[-places:]
+
+
+def _rewrite(program: Program, new: dict[Span, Fraction], values: list[str]) -> Program:
     quantities = program.quantities
-    reps = [(p.span[0], p.span[1], _format(new[name], p.span_text)) for name, p in quantities.items() if name in new]
+    text_of = {tuple(p.span): p.span_text for p in quantities.values()}
+    reps = [(s, e, _format(v, text_of[(s, e)])) for (s, e), v in new.items()]  # one replacement per mention
     q = program.question
     for s, e, text in sorted(reps, reverse=True):
         q = q[:s] + text + q[e:]
@@ -127,16 +173,15 @@ def _rewrite(program: Program, new: dict[str, Fraction], values: list[str]) -> P
         for p in n.operands:
             if p.kind == "text":
                 span = moved(p.span)
-                text = q[span[0]:span[1]]
-                operands.append(p.model_copy(update={"span": span, "span_text": text,
-                                                     "value": str(new[p.name]) if p.name in new else p.value}))
+                v = new.get(tuple(p.span))
+                operands.append(p.model_copy(update={"span": span, "span_text": q[span[0]:span[1]],
+                                                     "value": str(v) if v is not None else p.value}))
             elif p.kind == "node":
                 operands.append(p.model_copy(update={"value": values[p.node]}))
             else:
                 operands.append(p)
         nodes.append(n.model_copy(update={"operands": operands, "value": value}))
-    answer = values[program.answer_node]
     return program.model_copy(update={
         "problem_id": problem_id(q), "parent_id": program.problem_id, "source": "augmented", "question": q,
-        "answer": answer, "nodes": nodes, "read_spans": [moved(s) for s in program.read_spans],
-        "match_spans": [moved(s) for s in program.match_spans]})
+        "answer": answer_like(values[program.answer_node], program.answer), "nodes": nodes,
+        "read_spans": [moved(s) for s in program.read_spans], "match_spans": [moved(s) for s in program.match_spans]})

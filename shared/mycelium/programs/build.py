@@ -93,19 +93,27 @@ def canonical(d: Draft, name_of) -> str:
     return " ".join(name_of(next(operands)) if k == "num" else t for k, t in d.tokens)
 
 
-def _quantity_names(ds: list[Draft]) -> dict[tuple, str]:
-    names: dict[tuple, str] = {}
+def _key(ref) -> tuple:
+    """One quantity per mention and value: "1.5" and "1.50" of one span are one; "60%" read as 60 and as 0.6 two."""
+    span, value = ref[0], ref[1]
+    v = exact(value)
+    return (span, v if v is not None else value)
+
+
+def _quantity_names(ds: list[Draft]) -> dict[tuple, tuple[str, str]]:
+    """Quantity key -> (name, the value as the CoT first wrote it)."""
+    names: dict[tuple, tuple[str, str]] = {}
     for d in ds:
         for kind, ref in d.operands:
-            if kind == "text" and ref[:2] not in names:
-                names[ref[:2]] = f"n{len(names)}"
+            if kind == "text" and _key(ref) not in names:
+                names[_key(ref)] = (f"n{len(names)}", ref[1])
     return names
 
 
-def _namer(names: dict[tuple, str], node_names: dict[int, str]):
+def _namer(names: dict[tuple, tuple[str, str]], node_names: dict[int, str]):
     def name_of(operand) -> str:
         kind, ref = operand
-        return names[ref[:2]] if kind == "text" else node_names[ref] if kind == "node" else str(ref)
+        return names[_key(ref)][0] if kind == "text" else node_names[ref] if kind == "node" else str(ref)
     return name_of
 
 
@@ -113,7 +121,7 @@ def specs_of(ds: list[Draft]) -> tuple[list[str], dict[str, str]]:
     """What the executor runs for these drafts: canonical expressions, and each quantity's value."""
     names = _quantity_names(ds)
     name_of = _namer(names, {k: f"r{k}" for k in range(len(ds))})
-    quantities = {name: value for (span, value), name in names.items()}
+    quantities = {name: value for name, value in names.values()}
     return [canonical(d, name_of) for d in ds], quantities
 
 
@@ -180,7 +188,8 @@ def assemble(problem: Problem, steps: list[StepRecord], signals: SignalsRecord, 
         for kind, ref in d.operands:
             if kind == "text":
                 span, value, text = ref
-                operands.append(Pointer(kind="text", value=value, span=span, span_text=text, name=names[(span, value)]))
+                name, first = names[_key(ref)]
+                operands.append(Pointer(kind="text", value=first, span=span, span_text=text, name=name))
             elif kind == "node":
                 operands.append(Pointer(kind="node", value=ds[renumber[ref]].value, node=renumber[ref]))
             else:

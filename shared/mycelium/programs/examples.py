@@ -20,7 +20,7 @@ from ..mathlang.answers import clean_number
 from ..records.programs import (C1Target, C2Target, C3Node, C3Target, C4Target, C5Target, C6Target, Clause, Example,
                                 Mention, Program, Provenance, Span)
 
-_CONSTRAINT = re.compile(r"[<>≤≥]|\\le|\\ge|\\ne|\b(at least|at most|positive|negative|integer|distinct|"
+_CONSTRAINT = re.compile(r"[<>≤≥]|\\(?:le|leq|ge|geq|ne|neq|lt|gt)(?![a-zA-Z])|\b(at least|at most|positive|negative|integer|distinct|"
                          r"nonnegative|non-negative|greater|less|between)\b", re.IGNORECASE)
 
 
@@ -45,13 +45,21 @@ def question_span(text: str) -> Span:
 
 
 def answer_format(answer: str) -> str:
+    r"""integer, decimal, fraction (a mixed number too), radical, expression or other; typesetting ignored.
+
+    >>> [answer_format(a) for a in ["\\$18.90", "5\\%", "\\frac12", "1\\frac{1}{2}", "3\\sqrt{2}", "10^{3}", "x+1"]]
+    ['decimal', 'integer', 'fraction', 'fraction', 'radical', 'expression', 'expression']
+    """
     a = clean_number(answer).replace(" ", "")
     if re.fullmatch(r"-?\d+", a):
         return "integer"
     if re.fullmatch(r"-?\d*\.\d+", a):
         return "decimal"
-    if re.fullmatch(r"-?(\\[dt]?frac\{-?\d+\}\{\d+\}|\d+/\d+)", a):
+    frac = r"\\[dt]?frac(?:\{-?\d+\}|\d)(?:\{\d+\}|\d)"
+    if re.fullmatch(rf"-?(\d*{frac}|\d+/\d+)", a):
         return "fraction"
+    if re.fullmatch(r"-?\d+\^\{?\d+\}?", a):
+        return "expression"
     if "\\sqrt" in a:
         return "radical"
     if re.search(r"[a-zA-Z\\]", a):

@@ -33,6 +33,7 @@ class MergeStage(ReduceStage):
         out: dict[tuple[str, str], list[str]] = defaultdict(list)
         counts: Counter = Counter()
         outcomes: Counter = Counter()
+        examples: list[tuple[Example, str]] = []
         for commit in committed(self, self.after, self.upstream_lineage, summary):
             summary.n_in += 1
             for name, v in commit.counters.items():
@@ -41,11 +42,19 @@ class MergeStage(ReduceStage):
             lines = jsonl(self.read_verified(commit, self.keys.examples(commit.item)))
             if lines:
                 summary.n_out += 1
-            for line in lines:
-                ex = Example.model_validate_json(line)
-                split = split_of(ex.parent_id or ex.problem_id, self.config.val_share)
-                out[(ex.component, split)].append(json.dumps({**json.loads(line), "split": split}))
-                counts[(ex.component, split, ex.provenance.source)] += 1
+            examples += [(Example.model_validate_json(line), line) for line in lines]
+        # A variant whose text is another problem's (GSM8K has near-twins that differ in their numbers) would
+        # carry that problem into the other split: such a variant is dropped and counted.
+        teachers = {ex.problem_id for ex, _ in examples if ex.parent_id is None}
+        split_of_text: dict[str, str] = {}
+        for ex, line in examples:
+            split = split_of(ex.parent_id or ex.problem_id, self.config.val_share)
+            if ex.parent_id is not None and (ex.problem_id in teachers
+                                             or split_of_text.setdefault(ex.problem_id, split) != split):
+                outcomes["variant examples dropped: another problem's text"] += 1
+                continue
+            out[(ex.component, split)].append(json.dumps({**json.loads(line), "split": split}))
+            counts[(ex.component, split, ex.provenance.source)] += 1
         files = {self.keys.training(c, s): ("\n".join(out[(c, s)]) + "\n" if out[(c, s)] else "").encode()
                  for c in COMPONENTS for s in ("train", "val")}
         stats = {"split": {"by": "sha256 of the problem id (a variant: its parent's)", "val_share": self.config.val_share},
