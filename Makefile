@@ -10,6 +10,7 @@ DATA ?= shared/mycelium/data/sample_problems.jsonl
 ARGS ?=
 MIN_SIZE ?= 8
 AUGMENT ?= 3
+EPOCHS ?= 4
 
 .PHONY: run test setup clean bench
 
@@ -32,6 +33,7 @@ run: $(STAMP)
 	$(BIN)/mycelium discover --run $(RUN) --min-size $(MIN_SIZE)
 	$(BIN)/mycelium label --run $(RUN) --augment $(AUGMENT)
 	$(BIN)/mycelium merge --run $(RUN)
+	$(BIN)/mycelium train --run $(RUN) --epochs $(EPOCHS) --batch-size 8
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)

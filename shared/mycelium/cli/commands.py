@@ -219,3 +219,36 @@ def status(args) -> int:
     print(json.dumps(st, indent=2, default=str) if args.json else format_status(st))
     ex = st["execution"]
     return 1 if ex and ex["status"] in ("FAILED", "TIMED_OUT", "ABORTED") else 0
+
+
+def train(args) -> int:
+    from pathlib import Path
+
+    from ..stages.train import run_train
+    from ..students.train import TrainOptions, world
+    from ..teacher.model import load_teacher
+
+    components = [c.strip().upper() for c in args.components.split(",") if c.strip()]
+    bad = [c for c in components if c not in ("C1", "C2", "C3", "C4", "C5", "C6")]
+    if bad:
+        raise ValueError(f"unknown component(s) {bad}: choose from C1..C6")
+    out = Path(args.out or f"models/{args.run}")
+    opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                        progress=not args.no_progress)
+    teacher = load_teacher(args.backbone, device=args.device)
+    results = run_train(_store(args), args.run, out, teacher, components, train_layers=args.train_layers, opts=opts,
+                        hidden=args.hidden, adapter_layers=args.adapter_layers, dropout=args.dropout)
+    if world()[0] != 0:
+        return 0
+    print(f"{'component':9} {'on val':34} {'baseline (same val examples)'}")
+    for c, r in results.items():
+        if "skipped" in r:
+            print(f"{c:9} skipped: {r['skipped']}")
+            continue
+        val = ", ".join(f"{k} {v:.3f}" for k, v in r["val"].items())
+        print(f"{c:9} {val}   [{r['n_train']} train, {r['n_val']} val, best epoch {r['best_epoch']}, "
+              f"{r['examples_per_s']:.0f} ex/s]")
+        for name, m in r["baselines"].items():
+            print(f"{'':9}   baseline {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
+    print(f"wrote {out}/<component>/ (model.safetensors, config.json, provenance.json, metrics.json, curve.png)")
+    return 0

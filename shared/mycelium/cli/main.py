@@ -8,6 +8,7 @@
     mycelium discover --run NAME [--gain 0.15 | --elbow] [--min-size 50] [--store URL]
     mycelium label --run NAME [--augment K] [--store URL]
     mycelium merge --run NAME [--val-share 0.1] [--store URL]
+    mycelium train --run NAME [--components C1,...] [--out models/NAME] [--backbone embedded|PATH] [--train-layers K] [--epochs N]
     mycelium deploy --bucket B [--region R] [--spot] [--max-vcpus N] [--vllm VERSION] [--synth]
     mycelium submit --data FILE --run NAME --bucket B [--limit N] [--cot ...] [--teacher ...]
     mycelium status NAME --bucket B [--region R]
@@ -94,6 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--no-progress", action="store_true")
     mrg = _on_run(sub, "merge", commands.merge, "examples -> training/<component>/{train,val}.jsonl, split by problem")
     mrg.add_argument("--val-share", type=float, default=None, help="share of problems in val (0.1)")
+    trn = _on_run(sub, "train", commands.train, "train the specialists C1..C6 on a run's merged examples "
+                  "(also under torchrun: DDP)")
+    trn.add_argument("--components", default="C1,C2,C3,C4,C5,C6")
+    trn.add_argument("--out", default=None, help="models/<run> by default")
+    trn.add_argument("--backbone", default="embedded", help="'embedded' or a local Hugging Face model dir")
+    trn.add_argument("--train-layers", type=int, default=0, help="top backbone layers to train (0: cached features)")
+    trn.add_argument("--epochs", type=int, default=8)
+    trn.add_argument("--batch-size", type=int, default=32, help="global batch (split over torchrun's ranks)")
+    trn.add_argument("--lr", type=float, default=1e-3)
+    trn.add_argument("--hidden", type=int, default=256, help="the adapter's width")
+    trn.add_argument("--adapter-layers", type=int, default=2)
+    trn.add_argument("--dropout", type=float, default=0.1)
+    trn.add_argument("--seed", type=int, default=0)
+    trn.add_argument("--device", default="auto")
+    trn.add_argument("--no-progress", action="store_true")
     _on_run(sub, "show", commands.show, "one analysed problem: mapped spans (terminal + HTML) and a PNG of its traces",
             problem=True)
     _on_run(sub, "aggregate", commands.aggregate, "collect a run's labelled steps into the IB inputs (ib/steps.npz)")

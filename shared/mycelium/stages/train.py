@@ -1,0 +1,100 @@
+"""Stage 8, train: the six specialists from a run's merged examples -> ``<out>/<component>/``.
+
+Reads ``training/<C>/{train,val}.jsonl`` (merge's output, committed with the current lineage), encodes every
+question once with the frozen part of the backbone, fits the vocabularies on train, trains each component
+with early stopping on its task metric, and scores it on val beside the trivial baselines of
+``students.metrics`` measured on the same examples. Runs as one process or under ``torchrun`` (DDP).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ..core.errors import RunNotFoundError
+from ..core.keys import RUN_ITEM, RunKeys
+from ..core.lineage import current_lineage, mismatch, read_commit
+from ..core.store import Store, jsonl
+from ..records.programs import COMPONENTS
+from ..students.data import Vocab, make_item
+from ..students.metrics import Baselines, score
+from ..students.train import TrainOptions, evaluate, train, world
+
+
+def read_training(store: Store, run: str) -> tuple[dict[str, dict[str, list[dict]]], dict]:
+    """component -> split -> examples, and the provenance (merge's lineage, each file's sha256)."""
+    keys = RunKeys(run)
+    commit = read_commit(store, keys, "merge", RUN_ITEM)
+    if commit is None:
+        raise RunNotFoundError(f"run {run!r}: no merged training data: run `mycelium label` and `mycelium merge "
+                               f"--run {run}` first")
+    why = mismatch(current_lineage(store, keys, "merge"), commit.lineage)
+    if why:
+        raise RunNotFoundError(f"run {run!r}: the merged training data is stale ({why}): run `mycelium merge --run {run}`")
+    data, digests = {}, {}
+    for c in COMPONENTS:
+        data[c] = {}
+        for split in ("train", "val"):
+            key = keys.training(c, split)
+            raw = store.get(key)
+            digests[f"{c}/{split}"] = hashlib.sha256(raw).hexdigest()
+            if commit.outputs.get(key) != digests[f"{c}/{split}"]:
+                raise RunNotFoundError(f"{store.url}/{key}: not the bytes merge committed (changed or cut off)")
+            data[c][split] = [json.loads(line) for line in jsonl(raw)]
+    return data, {"run": run, "merge_lineage": commit.lineage, "sha256": digests}
+
+
+def run_train(store: Store, run: str, out: Path, teacher, components: list[str], train_layers: int = 0,
+              opts: TrainOptions | None = None, hidden: int = 256, adapter_layers: int = 2, dropout: float = 0.1,
+              val_source: str = "teacher") -> dict[str, dict]:
+    """Train ``components``; return component -> {"val": metrics, "baselines": {name: metrics}, ...}."""
+    from ..students.encode import backbone_id, frozen_features
+    from ..students.model import StudentConfig
+    import torch
+
+    from ..students.saved import build, save
+
+    opts = opts or TrainOptions()
+    rank, _ = world()
+    data, provenance = read_training(store, run)
+    if not any(data[c]["train"] for c in components):
+        raise RunNotFoundError(f"run {run!r}: the merged training data has no train examples")
+    vocab = Vocab.fit({c: [e["target"] for e in data[c]["train"]] for c in COMPONENTS})
+    questions = sorted({e["question"] for c in components for s in ("train", "val") for e in data[c][s]})
+    encoded = frozen_features(teacher, questions, train_layers, progress=opts.progress and rank == 0)
+    results = {}
+    for c in components:
+        train_ex = data[c]["train"]
+        val_ex = [e for e in data[c]["val"] if val_source == "all" or e["provenance"]["source"] == val_source]
+        if not train_ex or not val_ex:
+            results[c] = {"skipped": f"{len(train_ex)} train and {len(val_ex)} val examples"}
+            continue
+        train_items = [make_item(c, e["question"], e["target"], encoded[e["question"]], vocab) for e in train_ex]
+        val_items = [make_item(c, e["question"], e["target"], encoded[e["question"]], vocab) for e in val_ex]
+        cfg = StudentConfig(component=c, backbone=backbone_id(teacher), d_in=int(encoded[questions[0]].features.shape[1]),
+                            vocab=asdict(vocab), train_layers=train_layers, hidden=hidden, adapter_layers=adapter_layers,
+                            dropout=dropout)
+        torch.manual_seed(opts.seed)  # the same initial weights on every rank and every run
+        model = build(cfg, teacher)
+        gold = [e["target"] for e in val_ex]
+        qs = [e["question"] for e in val_ex]
+        history = train(model, train_items, val_items, qs, gold, opts)
+        if rank != 0:
+            continue
+        val, _ = evaluate(model, val_items, qs, gold, vocab)
+        baselines = Baselines({k: [e["target"] for e in data[k]["train"]] for k in COMPONENTS})
+        base_preds: dict[str, list[dict]] = {}
+        for e in val_ex:
+            for name, p in baselines.predict(c, e, e["target"]).items():
+                base_preds.setdefault(name, []).append(p)
+        metrics = {"val": val, "baselines": {n: score(c, p, gold) for n, p in base_preds.items()},
+                   "n_train": len(train_ex), "n_val": len(val_ex), "val_source": val_source,
+                   "best_epoch": history.best_epoch, "seconds": round(history.seconds, 1),
+                   "examples_per_s": round(history.examples_per_s, 1),
+                   "unlearnable_slots": sum(it.skipped_slots for it in train_items)}
+        save(model, Path(out) / c, {**provenance, "options": asdict(opts), "teacher": teacher.model_id}, metrics,
+             history.epochs)
+        results[c] = metrics
+    return results

@@ -1,0 +1,78 @@
+"""The students' view of a problem: the backbone's tokens and the frozen part of its encoding, computed once.
+
+A student reads the problem text alone, tokenized by its backbone (exact character offsets, so character-span
+targets map onto any tokenizer). The bottom ``L - K`` layers of the backbone are frozen: their output for a
+text is computed once (``frozen_features``) and every component and epoch reuses it; the top ``K`` layers
+(``--train-layers``) run in the student and are trained. On a CPU K = 0 (heads and a small bidirectional adapter
+on cached features) is what is affordable; on a GPU K can be the whole backbone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_TOKENS = 320
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One text: token ids, each token's character span, and the frozen layers' output [T, d] (float16)."""
+
+    ids: np.ndarray
+    offsets: np.ndarray  # [T, 2]
+    features: np.ndarray  # [T, d]
+
+
+def backbone_id(teacher) -> str:
+    """What a saved student's weights depend on: the backbone's name, shape and vocabulary."""
+    c = teacher.config
+    vocab = hashlib.sha256("\n".join(sorted(teacher.tokenizer.get_vocab())).encode()).hexdigest()[:12]
+    return f"{teacher.model_id}|L{c.num_hidden_layers}|d{c.hidden_size}|vocab:{vocab}"
+
+
+def tokenize(tokenizer, text: str) -> tuple[np.ndarray, np.ndarray]:
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True,
+                    truncation=True, max_length=MAX_TOKENS)
+    return np.asarray(enc["input_ids"], dtype=np.int64), np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+
+
+def tokens_of_span(offsets: np.ndarray, span) -> tuple[int, int]:
+    """Token range [i, j) of the tokens overlapping characters span = (start, end)."""
+    s, e = span
+    inside = np.flatnonzero((offsets[:, 0] < e) & (offsets[:, 1] > s))
+    return (int(inside[0]), int(inside[-1]) + 1) if len(inside) else (0, 0)
+
+
+def frozen_features(teacher, texts: list[str], train_layers: int, batch_size: int = 16,
+                    progress: bool = True) -> dict[str, Encoded]:
+    """text -> Encoded, with the output of the bottom ``L - train_layers`` layers (never recomputed per epoch)."""
+    import torch
+    from tqdm import tqdm
+
+    n_layers = teacher.config.num_hidden_layers
+    if not 0 <= train_layers <= n_layers:
+        raise ValueError(f"train_layers {train_layers} out of range for a {n_layers}-layer backbone")
+    decoder = teacher.model.get_decoder() if hasattr(teacher.model, "get_decoder") else teacher.model
+    unique = sorted(set(texts), key=len)
+    out: dict[str, Encoded] = {}
+    bar = tqdm(total=len(unique), desc="encode", unit="text", disable=not progress)
+    for i in range(0, len(unique), batch_size):
+        chunk = unique[i:i + batch_size]
+        toks = [tokenize(teacher.tokenizer, t) for t in chunk]
+        width = max(1, max(len(ids) for ids, _ in toks))
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)
+        mask = torch.zeros(len(chunk), width, dtype=torch.long)
+        for r, (tid, _) in enumerate(toks):  # right padding: a causal model's real tokens never see it
+            ids[r, :len(tid)] = torch.from_numpy(tid)
+            mask[r, :len(tid)] = 1
+        with torch.no_grad():
+            hs = decoder(input_ids=ids.to(teacher.device), attention_mask=mask.to(teacher.device),
+                         output_hidden_states=True, use_cache=False).hidden_states[n_layers - train_layers]
+        for r, (text, (tid, offsets)) in enumerate(zip(chunk, toks)):
+            out[text] = Encoded(tid, offsets, hs[r, :len(tid)].float().cpu().numpy().astype(np.float16))
+        bar.update(len(chunk))
+    bar.close()
+    return out

@@ -1,0 +1,94 @@
+"""A trained specialist on disk, ``<out>/<component>/``: weights, config, provenance, metrics, training curve.
+
+``model.safetensors`` (the student's own parameters: top backbone layers when trained, adapter, heads),
+``config.json`` (the StudentConfig, with the vocabularies and the backbone's id), ``provenance.json`` (the
+training data's sha256 and lineage, the options), ``metrics.json`` (val metrics beside the baselines') and
+``curve.png``. Loading checks the config and the backbone it is given and refuses a mismatch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from ..core.errors import ConfigError
+from .encode import backbone_id
+from .model import Student, StudentConfig
+
+
+def build(cfg: StudentConfig, teacher=None) -> Student:
+    """A fresh student; with ``train_layers`` K > 0, the top K layers and the final norm are copies of the
+    backbone's (trainable), and it keeps the backbone's rotary embedding and config for them."""
+    if cfg.train_layers == 0:
+        return Student(cfg)
+    if teacher is None:
+        raise ConfigError(f"{cfg.component}: train_layers={cfg.train_layers} needs the backbone")
+    import torch.nn as nn
+
+    decoder = teacher.model.get_decoder() if hasattr(teacher.model, "get_decoder") else teacher.model
+    top = nn.ModuleList(copy.deepcopy(list(decoder.layers[-cfg.train_layers:])))
+    return Student(cfg, top, copy.deepcopy(decoder.norm), decoder.rotary_emb, teacher.config)
+
+
+def save(model: Student, out: Path, provenance: dict, metrics: dict, curve: list[dict]) -> Path:
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith("rotary.")}
+    save_file(state, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=1))
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=1))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    _plot(curve, model.cfg.component, out / "curve.png")
+    return out
+
+
+def load(path: Path, teacher) -> Student:
+    """The student saved in ``path``, for ``teacher``'s backbone; a ConfigError names what does not match."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{path}: no saved student (config.json missing)")
+    raw = json.loads((path / "config.json").read_text())
+    try:
+        cfg = StudentConfig(**raw)
+    except TypeError as e:
+        raise ConfigError(f"{path}/config.json: not a student config this version reads ({e})") from None
+    expected = backbone_id(teacher)
+    if cfg.backbone != expected:
+        raise ConfigError(f"{path}: trained on backbone {cfg.backbone!r}, not {expected!r}")
+    model = build(cfg, teacher)
+    state = load_file(str(path / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("rotary.")]
+    if missing or unexpected:
+        raise ConfigError(f"{path}: weights do not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.eval()
+    return model
+
+
+def _plot(curve: list[dict], component: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    epochs = [e["epoch"] for e in curve]
+    ax.plot(epochs, [e["loss"] for e in curve], "o-", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    metric_keys = [k for k in (curve[0] if curve else {}) if k not in ("epoch", "loss")]
+    if metric_keys:
+        ax2 = ax.twinx()
+        for k in metric_keys:
+            ax2.plot(epochs, [e[k] for e in curve], "s--", label=f"val {k}")
+        ax2.set_ylabel("val metric")
+        ax2.legend(loc="lower right", fontsize=7)
+    ax.legend(loc="upper right", fontsize=7)
+    ax.set_title(f"{component}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,141 @@
+"""The specialists on a tiny backbone: training, saving, loading (and refusing), top layers, DDP = one process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mycelium.core.errors import ConfigError, RunNotFoundError
+from mycelium.core.store import LocalStore
+from mycelium.records.programs import COMPONENTS
+from mycelium.stages.train import run_train
+from mycelium.students.encode import frozen_features, tokens_of_span
+from mycelium.students.saved import build, load
+from mycelium.students.train import TrainOptions
+
+from ..conftest import ROOT, make_tiny_model
+from .test_label_stage import labelled  # noqa: F401 - the tiny run, labelled and merged
+
+OPTS = TrainOptions(epochs=2, batch_size=8, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(labelled, tiny_teacher, tmp_path_factory):  # noqa: F811
+    store, _ = labelled
+    out = tmp_path_factory.mktemp("models")
+    results = run_train(store, "l", out, tiny_teacher, list(COMPONENTS), opts=OPTS, hidden=32, adapter_layers=1)
+    return store, out, results
+
+
+def test_every_component_is_trained_scored_beside_its_baselines_and_saved(trained):
+    _, out, results = trained
+    for c in COMPONENTS:
+        r = results[c]
+        assert r["n_train"] > 0 and r["n_val"] > 0 and 1 <= r["best_epoch"] <= OPTS.epochs
+        assert r["val"] and r["baselines"] and all(0 <= v <= 1 for k, v in r["val"].items() if k != "heartbeat_mae")
+        assert {"model.safetensors", "config.json", "provenance.json", "metrics.json", "curve.png"} <= \
+            {p.name for p in (out / c).iterdir()}
+        prov = json.loads((out / c / "provenance.json").read_text())
+        assert prov["merge_lineage"]["merge"] and len(prov["sha256"]) == 12
+
+
+def test_a_saved_student_loads_and_predicts_the_same(trained, tiny_teacher):
+    store, out, _ = trained
+    from mycelium.students.data import Vocab, make_item
+    from mycelium.students.decode import collate
+
+    model = load(out / "C3", tiny_teacher)
+    fresh = load(out / "C3", tiny_teacher)
+    ex = json.loads(store.get("l/training/C3/train.jsonl").decode().splitlines()[0])
+    enc = frozen_features(tiny_teacher, [ex["question"]], 0, progress=False)[ex["question"]]
+    item = make_item("C3", ex["question"], None, enc, Vocab(**model.cfg.vocab))
+    with torch.no_grad():
+        a, b = model(collate([item], "C3")), fresh(collate([item], "C3"))
+    assert torch.equal(a["pointers"], b["pointers"]) and a["pointers"].shape[-1] >= len(item.mention_tokens)
+
+
+def test_a_student_of_another_backbone_or_a_broken_config_is_refused(trained, tiny_tokenizer, tmp_path):
+    from mycelium.teacher.model import from_model
+
+    _, out, _ = trained
+    other = from_model(make_tiny_model(tiny_tokenizer, layers=2), tiny_tokenizer, "tiny-llama-test")
+    with pytest.raises(ConfigError, match="trained on backbone"):
+        load(out / "C1", other)
+    broken = tmp_path / "C1"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"component": "C1", "surprise": 1}))
+    with pytest.raises(ConfigError, match="not a student config"):
+        load(broken, other)
+    with pytest.raises(ConfigError, match="no saved student"):
+        load(tmp_path / "nothing", other)
+
+
+def test_training_needs_merged_data(tiny_teacher, tmp_path):
+    with pytest.raises(RunNotFoundError, match="mycelium merge"):
+        run_train(LocalStore(tmp_path), "none", tmp_path / "m", tiny_teacher, ["C1"], opts=OPTS)
+
+
+def test_trained_top_layers_continue_the_frozen_ones_exactly(tiny_teacher):
+    """With K top layers trained, frozen features at layer L - K run through the student's copies of the top
+    layers give the backbone's own final hidden states (the causal mask and rotary positions are right)."""
+    text = "Ann has 12 apples and buys 3 more. How many apples does she have?"
+    enc = frozen_features(tiny_teacher, [text], train_layers=1, progress=False)[text]
+    from mycelium.students.data import Vocab
+    from mycelium.students.model import StudentConfig
+
+    vocab = Vocab(templates=["T0"], shapes=["{} + {}"], constants=[], max_nodes=4, max_operands=2)
+    cfg = StudentConfig(component="C1", backbone="b", d_in=32, vocab=vars(vocab), train_layers=1, hidden=32,
+                        adapter_layers=1)
+    student = build(cfg, tiny_teacher)
+    x = torch.from_numpy(enc.features.astype(np.float32)).unsqueeze(0)
+    with torch.no_grad():
+        h = student.run_top(x, torch.ones(x.shape[:2], dtype=torch.bool))
+        full = tiny_teacher.model.get_decoder()(input_ids=torch.from_numpy(enc.ids).unsqueeze(0)).last_hidden_state
+    assert torch.allclose(h, full, atol=3e-3)  # the cached features are float16 (relative rounding 5e-4)
+    assert not torch.allclose(h[:, :-1], full[:, 1:], atol=3e-3)  # a one-token shift is far outside it
+    assert tokens_of_span(enc.offsets, (text.index("12"), text.index("12") + 2)) != (0, 0)
+
+
+@pytest.mark.skipif(not hasattr(torch.distributed, "is_available") or not torch.distributed.is_available(),
+                    reason="torch.distributed is not built")
+def test_two_ddp_processes_train_the_same_model_as_one(labelled, tiny_teacher, tmp_path):  # noqa: F811
+    """torchrun --nproc_per_node 2 (gloo on CPU) against one process: the same global batches, so the same
+    weights within float tolerance (per-example means: C2's and C6's losses)."""
+    from safetensors.torch import load_file
+
+    store, _ = labelled
+    backbone = tmp_path / "backbone"
+    tiny_teacher.model.save_pretrained(backbone)
+    tiny_teacher.tokenizer.save_pretrained(backbone)
+    args = ["train", "--run", "l", "--store", str(store.root), "--components", "C6", "--backbone", str(backbone),
+            "--epochs", "2", "--batch-size", "8", "--hidden", "32", "--adapter-layers", "1", "--dropout", "0",
+            "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "shared"), "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "mycelium.cli", *args, "--out", str(tmp_path / "one")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29517", "-m", "mycelium.cli", "--", *args, "--out", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (load_file(str(tmp_path / d / "C6" / "model.safetensors")) for d in ("one", "two"))
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst < 1e-4, worst
+    assert json.loads((tmp_path / "one" / "C6" / "metrics.json").read_text())["val"] == \
+        json.loads((tmp_path / "two" / "C6" / "metrics.json").read_text())["val"]
+
+
+def test_training_data_changed_after_merge_is_refused(labelled, tiny_teacher, tmp_path):  # noqa: F811
+    import shutil
+
+    store = LocalStore(tmp_path / "copy")
+    shutil.copytree(labelled[0].root, store.root)
+    key = "l/training/C2/train.jsonl"
+    store.put(key, store.get(key) + store.get(key).splitlines(keepends=True)[0])
+    with pytest.raises(RunNotFoundError, match="not the bytes merge committed"):
+        run_train(store, "l", tmp_path / "m", tiny_teacher, ["C2"], opts=OPTS)
