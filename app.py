@@ -37,7 +37,8 @@ def build(app: cdk.App) -> dict[str, cdk.Stack]:
     gpu = GpuWorkersStack(app, "MyceliumGpuWorkers", bucket_name=bucket_name, env=env,
                           max_vcpus=int(ctx("mycelium:max_vcpus") or 64),
                           spot=str(ctx("mycelium:spot") or "false").lower() == "true",
-                          vllm_version=str(ctx("mycelium:vllm") or ""))
+                          vllm_version=str(ctx("mycelium:vllm") or ""),
+                          train_gpus=int(ctx("mycelium:train_gpus") or 8))
     gpu.add_stack_dependency(storage)
     orchestration = OrchestrationStack(
         app, "MyceliumOrchestration", bucket_name=bucket_name, env=env, function_names=processing.function_names,

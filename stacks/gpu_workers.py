@@ -1,4 +1,5 @@
-"""GPU workers: AWS Batch on EC2 g5 (one NVIDIA A10G per g5.xlarge) running the capture container.
+"""GPU workers: AWS Batch on EC2 g5 running the capture container (one A10G per job) and the training
+container (one g5.12xlarge or g5.48xlarge per job: 4 or 8 A10Gs, DDP over NCCL).
 
 One job definition serves both capture jobs of a run: ``--prepare`` (pin the
 config, calibrate the computing heads) and the array job, one element per
@@ -34,10 +35,16 @@ CAPTURE_WRITES = ("stages/capture.json", "capture/*", "chunks/*", "traces/*", "c
 #: A problem that succeeds on retry removes its earlier ledger entry, and nothing else.
 CAPTURE_DELETES = ("failures/capture/*",)
 
+#: Training: one multi-GPU instance per job (DDP over NCCL across its A10Gs): g5.12xlarge has 4, g5.48xlarge 8.
+TRAIN_INSTANCE_TYPES = {4: "g5.12xlarge", 8: "g5.48xlarge"}
+#: What a training worker reads (the merged examples, checked against merge's commit and lineage) and writes.
+TRAIN_READS = ("stages/*", "commits/merge/*", "training/*")
+TRAIN_WRITES = ("models/*", "status/train/*")
+
 
 class GpuWorkersStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, bucket_name: str, max_vcpus: int = 64,
-                 spot: bool = False, vllm_version: str = "", **kwargs) -> None:
+                 spot: bool = False, vllm_version: str = "", train_gpus: int = 8, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         bucket = s3.Bucket.from_bucket_name(self, "Runs", bucket_name)
         flow_logs = logs.LogGroup(self, "VpcFlowLogs", retention=logs.RetentionDays.ONE_MONTH)
@@ -87,6 +94,7 @@ class GpuWorkersStack(Stack):
                               batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom(on_exit_code="*"))],
             retry_attempts=3,
         )
+        self._training(bucket, bucket_name, train_gpus, spot)
         Validations.of(self).acknowledge(
             Acknowledgment(id="AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
                               "service-role/AmazonEC2ContainerServiceforEC2Role]",
@@ -98,4 +106,46 @@ class GpuWorkersStack(Stack):
             Acknowledgment(id="AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
                               "service-role/AWSBatchServiceRole]",
                            reason="AWS Batch's own service role, as Batch documents it."),
+        )
+
+    def _training(self, bucket: s3.IBucket, bucket_name: str, train_gpus: int, spot: bool) -> None:
+        """The training queue: one g5 instance with ``train_gpus`` A10Gs per job, scaled from zero."""
+        if train_gpus not in TRAIN_INSTANCE_TYPES:
+            raise ValueError(f"train_gpus must be one of {sorted(TRAIN_INSTANCE_TYPES)}, not {train_gpus}")
+        instance = TRAIN_INSTANCE_TYPES[train_gpus]
+        vcpus = {4: 48, 8: 192}[train_gpus]
+        self.train_compute = batch.ManagedEc2EcsComputeEnvironment(
+            self, "G5Train", vpc=self.vpc, vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            instance_types=[ec2.InstanceType(instance)], use_optimal_instance_classes=False,
+            images=[batch.EcsMachineImage(image_type=batch.EcsMachineImageType.ECS_AL2_NVIDIA)],
+            minv_cpus=0, maxv_cpus=vcpus, spot=spot,
+            allocation_strategy=(batch.AllocationStrategy.SPOT_PRICE_CAPACITY_OPTIMIZED if spot
+                                 else batch.AllocationStrategy.BEST_FIT_PROGRESSIVE),
+        )
+        self.train_queue = batch.JobQueue(self, "TrainQueue", priority=1)
+        self.train_queue.add_compute_environment(self.train_compute, 1)
+        self.train_role = iam.Role(self, "TrainJobRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+                                   description="mycelium training worker: reads the merged examples, writes the "
+                                               "trained specialists and its status")
+        grant_run_prefixes(self.train_role, bucket, TRAIN_READS, TRAIN_WRITES)
+        acknowledge_run_scoped(self.train_role, bucket, TRAIN_READS + TRAIN_WRITES)
+        log_group = logs.LogGroup(self, "TrainLogs", retention=logs.RetentionDays.ONE_MONTH)
+        image = ecs.ContainerImage.from_asset(str(ROOT), file="gpu_workers/train/Dockerfile", exclude=EXCLUDE)
+        self.train_job_definition = batch.EcsJobDefinition(
+            self, "TrainJob",
+            container=batch.EcsEc2ContainerDefinition(
+                self, "TrainContainer", image=image, gpu=train_gpus, cpu=vcpus - 4,
+                memory=Size.gibibytes({4: 180, 8: 720}[train_gpus]),
+                # NCCL passes tensors between the GPUs' processes through /dev/shm: Docker's 64 MB is too little.
+                linux_parameters=batch.LinuxParameters(self, "TrainLinux", shared_memory_size=Size.gibibytes(64)),
+                command=["--store", f"s3://{bucket_name}/{RUNS_PREFIX}", "--run", "Ref::run"],
+                environment={"MYCELIUM_CACHE_DIR": "/tmp/mycelium-cache", "PYTHONUNBUFFERED": "1"},
+                job_role=self.train_role, logging=ecs.LogDriver.aws_logs(stream_prefix="train", log_group=log_group),
+            ),
+            parameters={"run": "unset"},
+            timeout=Duration.hours(12),
+            retry_strategies=[batch.RetryStrategy.of(batch.Action.RETRY, batch.Reason.SPOT_INSTANCE_RECLAIMED),
+                              batch.RetryStrategy.of(batch.Action.RETRY, batch.Reason.custom(on_reason="Host EC2*")),
+                              batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom(on_exit_code="*"))],
+            retry_attempts=2,
         )

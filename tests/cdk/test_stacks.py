@@ -140,12 +140,14 @@ def test_batch_runs_capture_on_g5_gpus_from_zero(synthesized):
     from stacks.gpu_workers import INSTANCE_TYPES
 
     t = _template(synthesized["gpu_workers"])
-    (env,) = [r["Properties"] for r in t.find_resources("AWS::Batch::ComputeEnvironment").values()]
+    (env,) = [r["Properties"] for k, r in t.find_resources("AWS::Batch::ComputeEnvironment").items()
+              if k.startswith("G5") and not k.startswith("G5Train")]
     resources = env["ComputeResources"]
     assert env["Type"] == "managed" and resources["Type"] == "EC2"
     assert resources["InstanceTypes"] == list(INSTANCE_TYPES) and all(i.startswith("g5.") for i in INSTANCE_TYPES)
     assert resources["MinvCpus"] == 0 and resources["Ec2Configuration"] == [{"ImageType": "ECS_AL2_NVIDIA"}]
-    (job,) = [r["Properties"] for r in t.find_resources("AWS::Batch::JobDefinition").values()]
+    (job,) = [r["Properties"] for k, r in t.find_resources("AWS::Batch::JobDefinition").items()
+              if k.startswith("CaptureJob")]
     container = job["ContainerProperties"]
     assert {"Type": "GPU", "Value": "1"} in container["ResourceRequirements"]
     assert container["Command"][-2:] == ["--run", "Ref::run"] and job["Parameters"] == {"run": "unset"}
@@ -168,6 +170,41 @@ def test_capture_job_role_is_scoped_to_its_prefixes(synthesized):
         assert f"mycelium-runs/runs/*/{pattern}" in by_action['"s3:PutObject"']
     assert "/ib/" not in by_action['"s3:PutObject"'] and "/steps/" not in by_action['"s3:PutObject"']
     assert by_action['"s3:DeleteObject"'].endswith(':s3:::mycelium-runs/runs/*/failures/capture/*"]]}')
+
+
+def test_training_runs_on_one_multi_gpu_g5_per_job_with_shared_memory_for_nccl(synthesized):
+    from stacks.gpu_workers import TRAIN_WRITES
+
+    t = _template(synthesized["gpu_workers"])
+    (env,) = [r["Properties"] for k, r in t.find_resources("AWS::Batch::ComputeEnvironment").items()
+              if k.startswith("G5Train")]
+    assert env["ComputeResources"]["InstanceTypes"] == ["g5.48xlarge"] and env["ComputeResources"]["MinvCpus"] == 0
+    (job,) = [r["Properties"] for k, r in t.find_resources("AWS::Batch::JobDefinition").items() if k.startswith("TrainJob")]
+    container = job["ContainerProperties"]
+    assert {"Type": "GPU", "Value": "8"} in container["ResourceRequirements"]
+    assert container["LinuxParameters"]["SharedMemorySize"] >= 16 * 1024
+    assert container["Command"][-2:] == ["--run", "Ref::run"]
+    statements = [s for k, p in t.find_resources("AWS::IAM::Policy").items() if k.startswith("TrainJobRole")
+                  for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    by_action = {json.dumps(s["Action"]): json.dumps(s["Resource"]) for s in statements}
+    assert set(by_action) == {'"s3:GetObject"', '"s3:PutObject"', '"s3:ListBucket"'}
+    for pattern in TRAIN_WRITES:
+        assert f"mycelium-runs/runs/*/{pattern}" in by_action['"s3:PutObject"']
+    assert "/training/" not in by_action['"s3:PutObject"'] and "/chunks/" not in by_action['"s3:GetObject"']
+
+
+def test_four_gpu_training_picks_g5_12xlarge(tmp_path):
+    import aws_cdk
+    from stacks.gpu_workers import GpuWorkersStack
+
+    app = aws_cdk.App(outdir=str(tmp_path))
+    stack = GpuWorkersStack(app, "G", bucket_name="mycelium-runs", train_gpus=4)
+    t = _template(stack)
+    (env,) = [r["Properties"] for k, r in t.find_resources("AWS::Batch::ComputeEnvironment").items()
+              if k.startswith("G5Train")]
+    assert env["ComputeResources"]["InstanceTypes"] == ["g5.12xlarge"]
+    with pytest.raises(ValueError, match="train_gpus"):
+        GpuWorkersStack(app, "H", bucket_name="mycelium-runs", train_gpus=3)
 
 
 # ---------------------------------------------------------------------------------------------- orchestration

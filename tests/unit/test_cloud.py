@@ -12,11 +12,11 @@ from ..conftest import SAMPLE
 
 
 def test_deploy_passes_the_context_the_stacks_read():
-    argv = deploy_command("my-bucket", "eu-west-1", spot=True, max_vcpus=32, cdk="/bin/cdk")
+    argv = deploy_command("my-bucket", "eu-west-1", spot=True, max_vcpus=32, cdk="/bin/cdk", train_gpus=4)
     assert argv[:5] == ["/bin/cdk", "deploy", "--all", "--require-approval", "never"]
     ctx = [argv[i + 1] for i, a in enumerate(argv) if a == "--context"]
     assert ctx == ["mycelium:bucket=my-bucket", "mycelium:name=mycelium", "mycelium:region=eu-west-1",
-                   "mycelium:spot=true", "mycelium:max_vcpus=32"]
+                   "mycelium:spot=true", "mycelium:max_vcpus=32", "mycelium:train_gpus=4"]
     assert argv[argv.index("--app") + 1].endswith(" app.py")
     assert deploy_command("b", synth_only=True, cdk="cdk")[1] == "synth"
 

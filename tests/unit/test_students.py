@@ -139,3 +139,26 @@ def test_training_data_changed_after_merge_is_refused(labelled, tiny_teacher, tm
     store.put(key, store.get(key) + store.get(key).splitlines(keepends=True)[0])
     with pytest.raises(RunNotFoundError, match="not the bytes merge committed"):
         run_train(store, "l", tmp_path / "m", tiny_teacher, ["C2"], opts=OPTS)
+
+
+def test_the_training_worker_trains_uploads_and_reports(labelled, tiny_teacher, tmp_path):  # noqa: F811
+    """gpu_workers/train/entry_point.py as Batch runs it (one process without a GPU): the models land under
+    <run>/models/<C>/ in the store and status/train/<job>.json says succeeded; a failing train says why."""
+    import shutil
+
+    from gpu_workers.train import entry_point
+
+    store = LocalStore(tmp_path / "copy")
+    shutil.copytree(labelled[0].root, store.root)
+    backbone = tmp_path / "backbone"
+    tiny_teacher.model.save_pretrained(backbone)
+    tiny_teacher.tokenizer.save_pretrained(backbone)
+    common = ["--store", str(store.root), "--nproc", "1", "--components", "C6", "--backbone", str(backbone),
+              "--epochs", "1", "--hidden", "32", "--adapter-layers", "1"]
+    assert entry_point.main([*common, "--run", "l"]) == 0
+    status = store.get_json("l/status/train/local.json")
+    assert status["state"] == "succeeded" and "format_accuracy" in status["val"]["C6"]
+    assert {"model.safetensors", "config.json", "metrics.json"} <= {k.rsplit("/", 1)[-1] for k in store.list("l/models/C6/")}
+    assert entry_point.main([*common, "--run", "nothing-here"]) == 1
+    failed = store.get_json("nothing-here/status/train/local.json")
+    assert failed["state"] == "failed" and "mycelium merge" in failed["error"]

@@ -185,7 +185,8 @@ def deploy(args) -> int:
     from ..cloud.deploy import deploy as run_deploy
     from ..cloud.deploy import deploy_command
 
-    argv = deploy_command(args.bucket, args.region, args.name, args.spot, args.max_vcpus, args.vllm, args.synth)
+    argv = deploy_command(args.bucket, args.region, args.name, args.spot, args.max_vcpus, args.vllm, args.synth,
+                          train_gpus=args.train_gpus)
     print("$ " + " ".join(argv), flush=True)
     return run_deploy(argv)
 

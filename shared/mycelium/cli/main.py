@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     dep.add_argument("--spot", action="store_true", help="run capture on Spot g5 instances")
     dep.add_argument("--max-vcpus", type=int, default=None, help="g5 capacity of the compute environment (64)")
     dep.add_argument("--vllm", default=None, help="a vLLM version to install in the capture image")
+    dep.add_argument("--train-gpus", type=int, default=None, choices=[4, 8],
+                     help="A10Gs per training job: 4 (g5.12xlarge) or 8 (g5.48xlarge, the default)")
     dep.add_argument("--synth", action="store_true", help="only synthesize the templates (cdk synth)")
     dep.set_defaults(func=commands.deploy)
 

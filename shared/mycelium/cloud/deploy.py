@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def deploy_command(bucket: str, region: str | None = None, name: str = "mycelium", spot: bool = False,
                    max_vcpus: int | None = None, vllm: str | None = None, synth_only: bool = False,
-                   cdk: str | None = None) -> list[str]:
+                   cdk: str | None = None, train_gpus: int | None = None) -> list[str]:
     """The ``cdk deploy`` (or ``cdk synth``) command line with Mycelium's context."""
     cdk = cdk or shutil.which("cdk")
     if cdk is None:
@@ -25,7 +25,8 @@ def deploy_command(bucket: str, region: str | None = None, name: str = "mycelium
         argv += ["--require-approval", "never"]
     argv += ["--app", f"{sys.executable} app.py"]  # this interpreter has aws-cdk-lib; cdk.json's python3 may not
     context = {"mycelium:bucket": bucket, "mycelium:name": name, "mycelium:region": region,
-               "mycelium:spot": "true" if spot else None, "mycelium:max_vcpus": max_vcpus, "mycelium:vllm": vllm}
+               "mycelium:spot": "true" if spot else None, "mycelium:max_vcpus": max_vcpus, "mycelium:vllm": vllm,
+               "mycelium:train_gpus": train_gpus}
     for k, v in context.items():
         if v is not None:
             argv += ["--context", f"{k}={v}"]

@@ -104,6 +104,10 @@ class RunKeys:
     def training(self, component: str, split: str) -> str:
         return self("training", component, f"{split}.jsonl")
 
+    def model(self, component: str, name: str) -> str:
+        """A trained specialist's file, uploaded by the training worker (``models/<C>/<name>``)."""
+        return self("models", component, name)
+
 
 def item_of_commit(key: str) -> str:
     """The item id of a commit key (``.../commits/<stage>/<item>.json``)."""
