@@ -4,7 +4,7 @@ container (one g5.12xlarge or g5.48xlarge per job: 4 or 8 A10Gs, DDP over NCCL).
 One job definition serves both capture jobs of a run: ``--prepare`` (pin the
 config, calibrate the computing heads) and the array job, one element per
 problems shard (the element reads ``AWS_BATCH_JOB_ARRAY_INDEX``). The image is
-built from ``gpu_workers/capture/Dockerfile`` as an ECR asset; build it with
+built from ``gpu_workers/Dockerfile`` (``WORKER=capture``) as an ECR asset; build it with
 ``--context mycelium:vllm=<version>`` to generate chains of thought with vLLM.
 
 Instances run in private subnets; S3 traffic (the chunks) goes through a gateway
@@ -57,14 +57,7 @@ class GpuWorkersStack(Stack):
             gateway_endpoints={"S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)},
             flow_logs={"all": ec2.FlowLogOptions(destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs))},
         )
-        self.compute = batch.ManagedEc2EcsComputeEnvironment(
-            self, "G5", vpc=self.vpc, vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-            instance_types=[ec2.InstanceType(t) for t in INSTANCE_TYPES], use_optimal_instance_classes=False,
-            images=[batch.EcsMachineImage(image_type=batch.EcsMachineImageType.ECS_AL2_NVIDIA)],
-            minv_cpus=0, maxv_cpus=max_vcpus, spot=spot,
-            allocation_strategy=(batch.AllocationStrategy.SPOT_PRICE_CAPACITY_OPTIMIZED if spot
-                                 else batch.AllocationStrategy.BEST_FIT_PROGRESSIVE),
-        )
+        self.compute = self._g5("G5", INSTANCE_TYPES, max_vcpus, spot)
         self.queue = batch.JobQueue(self, "CaptureQueue", priority=1)
         self.queue.add_compute_environment(self.compute, 1)
 
@@ -75,25 +68,10 @@ class GpuWorkersStack(Stack):
         acknowledge_run_scoped(self.job_role, bucket, CAPTURE_READS + CAPTURE_WRITES + CAPTURE_DELETES)
         log_group = logs.LogGroup(self, "CaptureLogs", retention=logs.RetentionDays.ONE_MONTH)
         image = ecs.ContainerImage.from_asset(
-            str(ROOT), file="gpu_workers/capture/Dockerfile", exclude=EXCLUDE,
-            build_args={"VLLM_VERSION": vllm_version} if vllm_version else None)
-        self.job_definition = batch.EcsJobDefinition(
-            self, "CaptureJob",
-            container=batch.EcsEc2ContainerDefinition(
-                self, "CaptureContainer", image=image, gpu=1, cpu=4, memory=Size.gibibytes(15),
-                # Batch substitutes Ref::run from SubmitJob's Parameters.
-                command=["--store", f"s3://{bucket_name}/{RUNS_PREFIX}", "--run", "Ref::run"],
-                environment={"MYCELIUM_CACHE_DIR": "/tmp/mycelium-cache", "PYTHONUNBUFFERED": "1"},
-                job_role=self.job_role, logging=ecs.LogDriver.aws_logs(stream_prefix="capture", log_group=log_group),
-            ),
-            parameters={"run": "unset"},
-            timeout=Duration.hours(12),
-            # A reclaimed Spot instance or a host failure retries the element; a bug does not.
-            retry_strategies=[batch.RetryStrategy.of(batch.Action.RETRY, batch.Reason.SPOT_INSTANCE_RECLAIMED),
-                              batch.RetryStrategy.of(batch.Action.RETRY, batch.Reason.custom(on_reason="Host EC2*")),
-                              batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom(on_exit_code="*"))],
-            retry_attempts=3,
-        )
+            str(ROOT), file="gpu_workers/Dockerfile", exclude=EXCLUDE,
+            build_args={"WORKER": "capture", **({"VLLM_VERSION": vllm_version} if vllm_version else {})})
+        self.job_definition = self._job("Capture", image, self.job_role, log_group, bucket_name, gpu=1, cpu=4,
+                                        memory=Size.gibibytes(15), retries=3)
         self._training(bucket, bucket_name, train_gpus, spot)
         Validations.of(self).acknowledge(
             Acknowledgment(id="AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
@@ -114,14 +92,7 @@ class GpuWorkersStack(Stack):
             raise ValueError(f"train_gpus must be one of {sorted(TRAIN_INSTANCE_TYPES)}, not {train_gpus}")
         instance = TRAIN_INSTANCE_TYPES[train_gpus]
         vcpus = {4: 48, 8: 192}[train_gpus]
-        self.train_compute = batch.ManagedEc2EcsComputeEnvironment(
-            self, "G5Train", vpc=self.vpc, vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-            instance_types=[ec2.InstanceType(instance)], use_optimal_instance_classes=False,
-            images=[batch.EcsMachineImage(image_type=batch.EcsMachineImageType.ECS_AL2_NVIDIA)],
-            minv_cpus=0, maxv_cpus=vcpus, spot=spot,
-            allocation_strategy=(batch.AllocationStrategy.SPOT_PRICE_CAPACITY_OPTIMIZED if spot
-                                 else batch.AllocationStrategy.BEST_FIT_PROGRESSIVE),
-        )
+        self.train_compute = self._g5("G5Train", (instance,), vcpus, spot)
         self.train_queue = batch.JobQueue(self, "TrainQueue", priority=1)
         self.train_queue.add_compute_environment(self.train_compute, 1)
         self.train_role = iam.Role(self, "TrainJobRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
@@ -130,22 +101,43 @@ class GpuWorkersStack(Stack):
         grant_run_prefixes(self.train_role, bucket, TRAIN_READS, TRAIN_WRITES)
         acknowledge_run_scoped(self.train_role, bucket, TRAIN_READS + TRAIN_WRITES)
         log_group = logs.LogGroup(self, "TrainLogs", retention=logs.RetentionDays.ONE_MONTH)
-        image = ecs.ContainerImage.from_asset(str(ROOT), file="gpu_workers/train/Dockerfile", exclude=EXCLUDE)
-        self.train_job_definition = batch.EcsJobDefinition(
-            self, "TrainJob",
+        image = ecs.ContainerImage.from_asset(str(ROOT), file="gpu_workers/Dockerfile", exclude=EXCLUDE,
+                                              build_args={"WORKER": "train"})
+        # NCCL passes tensors between the GPUs' processes through /dev/shm: Docker's 64 MB is too little.
+        self.train_job_definition = self._job(
+            "Train", image, self.train_role, log_group, bucket_name, gpu=train_gpus, cpu=vcpus - 4,
+            memory=Size.gibibytes({4: 180, 8: 720}[train_gpus]), retries=2,
+            linux=batch.LinuxParameters(self, "TrainLinux", shared_memory_size=Size.gibibytes(64)))
+
+    def _job(self, name: str, image, role: iam.IRole, log_group, bucket_name: str, *, gpu: int, cpu: int, memory: Size,
+             retries: int, linux=None) -> batch.EcsJobDefinition:
+        """A worker's job definition: its image's entry point on ``--store s3://<bucket>/runs --run Ref::run``
+        (Batch substitutes Ref::run from SubmitJob's Parameters); a reclaimed Spot instance or a host failure
+        retries the job, a bug does not."""
+        return batch.EcsJobDefinition(
+            self, f"{name}Job",
             container=batch.EcsEc2ContainerDefinition(
-                self, "TrainContainer", image=image, gpu=train_gpus, cpu=vcpus - 4,
-                memory=Size.gibibytes({4: 180, 8: 720}[train_gpus]),
-                # NCCL passes tensors between the GPUs' processes through /dev/shm: Docker's 64 MB is too little.
-                linux_parameters=batch.LinuxParameters(self, "TrainLinux", shared_memory_size=Size.gibibytes(64)),
+                self, f"{name}Container", image=image, gpu=gpu, cpu=cpu, memory=memory, linux_parameters=linux,
                 command=["--store", f"s3://{bucket_name}/{RUNS_PREFIX}", "--run", "Ref::run"],
                 environment={"MYCELIUM_CACHE_DIR": "/tmp/mycelium-cache", "PYTHONUNBUFFERED": "1"},
-                job_role=self.train_role, logging=ecs.LogDriver.aws_logs(stream_prefix="train", log_group=log_group),
+                job_role=role, logging=ecs.LogDriver.aws_logs(stream_prefix=name.lower(), log_group=log_group),
             ),
             parameters={"run": "unset"},
             timeout=Duration.hours(12),
             retry_strategies=[batch.RetryStrategy.of(batch.Action.RETRY, batch.Reason.SPOT_INSTANCE_RECLAIMED),
                               batch.RetryStrategy.of(batch.Action.RETRY, batch.Reason.custom(on_reason="Host EC2*")),
                               batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom(on_exit_code="*"))],
-            retry_attempts=2,
+            retry_attempts=retries,
+        )
+
+    def _g5(self, construct_id: str, instance_types: tuple[str, ...], max_vcpus: int, spot: bool):
+        """A managed Batch compute environment of g5 instances with the ECS GPU AMI, in the private subnets,
+        scaling from zero."""
+        return batch.ManagedEc2EcsComputeEnvironment(
+            self, construct_id, vpc=self.vpc, vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            instance_types=[ec2.InstanceType(t) for t in instance_types], use_optimal_instance_classes=False,
+            images=[batch.EcsMachineImage(image_type=batch.EcsMachineImageType.ECS_AL2_NVIDIA)],
+            minv_cpus=0, maxv_cpus=max_vcpus, spot=spot,
+            allocation_strategy=(batch.AllocationStrategy.SPOT_PRICE_CAPACITY_OPTIMIZED if spot
+                                 else batch.AllocationStrategy.BEST_FIT_PROGRESSIVE),
         )

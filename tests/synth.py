@@ -20,9 +20,9 @@ def synthesize(outdir: Path, region: str = "us-east-1", bucket: str = "mycelium-
     return {name: aws_cdk.assertions.Template.from_stack(stack).to_json() for name, stack in built.items()}
 
 
-def only(template: dict, kind: str) -> dict:
-    """The properties of the template's one resource of ``kind``."""
-    (res,) = [r for r in template["Resources"].values() if r["Type"] == kind]
+def only(template: dict, kind: str, prefix: str = "") -> dict:
+    """The properties of the template's one resource of ``kind`` whose logical id starts with ``prefix``."""
+    (res,) = [r for k, r in template["Resources"].items() if r["Type"] == kind and k.startswith(prefix)]
     return res["Properties"]
 
 

@@ -16,11 +16,10 @@ traceback, so an orchestrator never waits on a silent worker.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
-import traceback
+
+from gpu_workers.status import report
 
 
 def _prepare(store, run: str) -> dict:
@@ -83,25 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args.shard = args.shard or keys.shard(int(os.environ.get(env.BATCH_ARRAY_INDEX, "0")))
         name = args.shard.rsplit("/", 1)[-1].removesuffix(".jsonl")
-    status: dict = {"run": args.run, "job": name, "started": time.time(),
-                    "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID")}
-    try:
-        if args.prepare:
-            ok, out = True, _prepare(store, args.run)
-        else:
-            ok, out = _capture(store, args.run, args.shard)
-        status.update(state="succeeded" if ok else "failed", **out)
-        return 0 if ok else 1
-    except BaseException as e:  # noqa: BLE001 - the status object must say why
-        status.update(state="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
-        return 1
-    finally:
-        status["finished"] = time.time()
-        try:
-            store.put_json(keys("status", "capture", f"{name}.json"), status)
-        except Exception:  # noqa: BLE001 - last resort: stderr, which Batch sends to CloudWatch
-            print(json.dumps(status), file=sys.stderr)
+    status: dict = {"run": args.run, "job": name, "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID")}
 
+    def work() -> tuple[bool, dict]:
+        return (True, _prepare(store, args.run)) if args.prepare else _capture(store, args.run, args.shard)
+
+    return report(store, keys("status", "capture", f"{name}.json"), status, work)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,9 +16,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-import traceback
 from pathlib import Path
+
+from gpu_workers.status import report
 
 
 def gpus() -> int:
@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     store, keys = open_store(args.store), RunKeys(args.run)
     name = os.environ.get("AWS_BATCH_JOB_ID", "local")
     n_proc = args.nproc if args.nproc is not None else max(1, gpus())
-    status: dict = {"run": args.run, "job": name, "processes": n_proc, "started": time.time()}
-    try:
+    status: dict = {"run": args.run, "job": name, "processes": n_proc}
+
+    def work() -> tuple[bool, dict]:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "models"
             done = subprocess.run(train_command(args.store, args.run, out, extra, n_proc), capture_output=True,
@@ -73,18 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(done.stdout)
             if done.returncode != 0:
                 raise RuntimeError(f"mycelium train exited {done.returncode}: {done.stderr.strip()[-2000:]}")
-            status.update(state="succeeded", val=upload(store, args.run, out))
-        return 0
-    except BaseException as e:  # noqa: BLE001 - the status object must say why
-        status.update(state="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
-        return 1
-    finally:
-        status["finished"] = time.time()
-        try:
-            store.put_json(keys("status", "train", f"{name}.json"), status)
-        except Exception:  # noqa: BLE001 - last resort: stderr, which Batch sends to CloudWatch
-            print(json.dumps(status), file=sys.stderr)
+            return True, {"val": upload(store, args.run, out)}
 
+    return report(store, keys("status", "train", f"{name}.json"), status, work)
 
 if __name__ == "__main__":
     sys.exit(main())

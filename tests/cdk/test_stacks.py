@@ -151,7 +151,7 @@ def test_batch_runs_capture_on_g5_gpus_from_zero(synthesized):
     container = job["ContainerProperties"]
     assert {"Type": "GPU", "Value": "1"} in container["ResourceRequirements"]
     assert container["Command"][-2:] == ["--run", "Ref::run"] and job["Parameters"] == {"run": "unset"}
-    assert "Fn::Sub" in json.dumps(container["Image"])  # the ECR asset built from gpu_workers/capture/Dockerfile
+    assert "Fn::Sub" in json.dumps(container["Image"])  # the ECR asset built from gpu_workers/Dockerfile
     assert job["RetryStrategy"]["Attempts"] == 3
     # Private subnets, S3 through a gateway endpoint, flow logs on.
     t.resource_count_is("AWS::EC2::VPCEndpoint", 1)

@@ -163,7 +163,7 @@ def engine(monkeypatch, templates):
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
                  "MYCELIUM_STORE": f"s3://{BUCKET}/runs"}.items():
         monkeypatch.setenv(k, v)
-    container = only(templates["gpu_workers"], "AWS::Batch::JobDefinition")["ContainerProperties"]
+    container = only(templates["gpu_workers"], "AWS::Batch::JobDefinition", "CaptureJob")["ContainerProperties"]
     ops: list = []
     local_lambda, local_batch = LocalLambda(ops), LocalBatch(container, ops)
     original = lambda_eval_utils.boto_client_for
