@@ -65,8 +65,9 @@ def heatmap_png(trace: Trace, chunk: Chunk, problem_text: str) -> bytes:
     return png(fig)
 
 
-def inspect(store: Store, run: str, pid: str, out=sys.stdout, colour: bool | None = None) -> str:
+def inspect(store: Store, run: str, pid: str, out=None, colour: bool | None = None) -> str:
     """Print the CoT with token boundaries; write the heat map; return its store key."""
+    out = out or sys.stdout  # at call time, not import time
     trace, chunk = load(store, run, pid)
     keys = RunKeys(run)
     question = trace.question

@@ -183,8 +183,9 @@ def load_label(store: Store, run: str, pid: str) -> LabelRecord | None:
     return LabelRecord.model_validate_json(store.get(keys.label(pid)))
 
 
-def show(store: Store, run: str, pid: str, out=sys.stdout, colour: bool | None = None) -> tuple[str, str]:
+def show(store: Store, run: str, pid: str, out=None, colour: bool | None = None) -> tuple[str, str]:
     """Print the terminal view (and the program, once labelled); write the HTML and PNG; return their keys."""
+    out = out or sys.stdout  # at call time: a default bound at import would outlive a redirected stdout
     trace, rec, steps = load(store, run, pid)
     keys = RunKeys(run)
     print(render_terminal(trace, rec, steps, out.isatty() if colour is None else colour), file=out)
