@@ -15,6 +15,7 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 
 
 def main() -> int:
@@ -36,7 +37,7 @@ def main() -> int:
         stage = LabelStage(store, args.run, LabelConfig(augment=k, progress=False))
         stage.templates  # noqa: B018 - loaded once, as a worker does
         stage.problem_by_id  # noqa: B018
-        times, kept = [], 0
+        times, kept, variants, why = [], 0, 0, Counter()
         for pid in stage.items()[: args.n]:
             t0 = time.perf_counter()
             try:
@@ -45,9 +46,13 @@ def main() -> int:
                 continue
             times.append(time.perf_counter() - t0)
             kept += out.counters.get("kept", 0)
+            variants += out.counters.get("variants", 0)
+            record = json.loads(out.files[stage.keys.label(pid)])
+            why.update(record.get("augment_rejected", {}))
         print(f"augment K={k}: {len(times)} problems, {1000 * statistics.mean(times):.1f} ms per problem on one core "
               f"(median {1000 * statistics.median(times):.1f}, p95 {1000 * sorted(times)[int(0.95 * (len(times) - 1))]:.1f}); "
-              f"{kept} kept")
+              f"{kept} kept" + (f", {variants} variants (yield {variants / max(1, kept * k):.2f} of K); samples rejected: "
+                                f"{dict(why.most_common())}" if k else ""))
     analyze = AnalyzeStage.current(store, args.run)  # the stage before it, on the same problems: the yardstick
     times = []
     for pid in stage.items()[: args.n]:
