@@ -64,6 +64,7 @@ def run_train(store: Store, run: str, out: Path, teacher, components: list[str],
     vocab = Vocab.fit({c: [e["target"] for e in data[c]["train"]] for c in COMPONENTS})
     questions = sorted({e["question"] for c in components for s in ("train", "val") for e in data[c][s]})
     encoded = frozen_features(teacher, questions, train_layers, progress=opts.progress and rank == 0)
+    baselines = Baselines({k: [e["target"] for e in data[k]["train"]] for k in COMPONENTS})  # fitted once
     results = {}
     for c in components:
         train_ex = data[c]["train"]
@@ -84,7 +85,6 @@ def run_train(store: Store, run: str, out: Path, teacher, components: list[str],
         if rank != 0:
             continue
         val, _ = evaluate(model, val_items, qs, gold, vocab)
-        baselines = Baselines({k: [e["target"] for e in data[k]["train"]] for k in COMPONENTS})
         base_preds: dict[str, list[dict]] = {}
         for e in val_ex:
             for name, p in baselines.predict(c, e, e["target"]).items():
