@@ -9,9 +9,10 @@ from mycelium.cli import main
 from mycelium.core.config import IngestConfig, StageConfig
 from mycelium.core.errors import RunNotFoundError
 from mycelium.core.keys import RunKeys
-from mycelium.core.lineage import current_lineage, read_commit
+from mycelium.core.lineage import current_lineage, mismatch, read_commit
 from mycelium.core.store import LocalStore
-from mycelium.stages.base import Outputs, SkipItem, Stage, run_one
+from mycelium.core.summary import StageSummary
+from mycelium.stages.base import Outputs, ReduceStage, SkipItem, Stage, committed, run_one
 from mycelium.stages.ingest import IngestStage
 from mycelium.stages.problems import problem_ids
 from mycelium.stages.runner import run_stage
@@ -209,3 +210,45 @@ def test_the_store_tally_counts_each_item_once(run):
     summary = tally_from_store(ToyStage(run, "t", ToyConfig()))
     assert (summary.n_in, summary.n_out, summary.failed) == (6, 4, 1)
     assert summary.skipped == {"corrupt toy commit marker": 1} and summary.counters["chars"] == 4 * 14
+
+
+class ToyReduce(ReduceStage):
+    """Joins every current toy output: its result depends on which toy items exist, not only on configs."""
+
+    name = "toyjoin"
+    after = "toy"
+    config_type = ToyConfig
+
+    def process(self, item):
+        seen = StageSummary()
+        parts = [self.read_verified(c, self.keys("toy", f"{c.item}.txt"))
+                 for c in committed(self, "toy", self.upstream_lineage, seen)]
+        return Outputs(files={self.keys("toyjoin", "all.txt"): b"|".join(sorted(parts))})
+
+
+class ToyAfterReduce(ToyStage):
+    name = "toyafter"
+    after = "toyjoin"
+
+
+def test_a_reduce_over_other_inputs_makes_what_was_made_from_it_stale(run):
+    keys = RunKeys("t")
+    pids = problem_ids(run, keys)
+    run_stage(ToyStage(run, "t", ToyConfig(fail_on=pids[0])), progress=False, workers=1)  # 5 of 6 items
+    run_stage(ToyReduce(run, "t", ToyConfig()), progress=False)
+    first = read_commit(run, keys, "toyjoin", "run").lineage["toyjoin"]
+    assert first.startswith(ToyConfig().hash() + "+") and current_lineage(run, keys, "toyjoin")["toyjoin"] == first
+    assert run_stage(ToyAfterReduce(run, "t", ToyConfig()), progress=False, workers=1).n_out == 6
+    # the same configs, one more input: the reduce's output changes, and so must its lineage
+    run_stage(ToyStage(run, "t", ToyConfig()), progress=False, workers=1)
+    run_stage(ToyReduce(run, "t", ToyConfig()), progress=False)
+    second = current_lineage(run, keys, "toyjoin")["toyjoin"]
+    assert second != first and second == read_commit(run, keys, "toyjoin", "run").lineage["toyjoin"]
+    stage = ToyAfterReduce(run, "t", ToyConfig())
+    assert "made from another toyjoin output" in mismatch(stage.lineage, read_commit(run, keys, "toyafter", pids[1]).lineage)
+    again = run_stage(stage, progress=False, workers=1)
+    assert again.n_out == 6 and "already done" not in again.skipped  # redone, not taken as done
+    # the same inputs again: the same digest, and nothing downstream is redone
+    run_stage(ToyReduce(run, "t", ToyConfig()), progress=False)
+    assert current_lineage(run, keys, "toyjoin")["toyjoin"] == second
+    assert run_stage(ToyAfterReduce(run, "t", ToyConfig()), progress=False, workers=1).skipped == {"already done": 6}

@@ -9,17 +9,24 @@ A stage's *lineage* maps every stage it depends on, itself included, to that sta
   aggregate and discover output made before it stale at once.
 - ``Commit`` (``commits/<stage>/<item>.json``): written after an item's outputs, last. It records the
   lineage the item was made with and the SHA-256 of every output, so a reader can check both.
+- A reduce's outputs depend on *which* upstream outputs it read, not only on configs: run discover again
+  after more problems were analysed and the templates change under the same configs. So a reduce adds to
+  its config hash a digest of every (key, SHA-256) it read (``"<config>+<inputs>"``), and its record keeps
+  that digest (``inputs``) once it commits: everything made from the earlier output is then stale.
 
 A reader takes an upstream item only if its commit exists and its lineage equals the upstream stage's
 current lineage; every other item is skipped and counted with the reason (:func:`mismatch`).
 
 >>> mismatch({"capture": "aaa", "analyze": "bbb"}, {"capture": "aaa", "analyze": "ccc"})
 'made with analyze config ccc, current is bbb'
+>>> mismatch({"discover": "ddd+111"}, {"discover": "ddd+222"})
+'made from another discover output (inputs 222, current 111)'
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -45,7 +52,22 @@ class StageRecord(BaseModel):
     config: dict = Field(description="the config as JSON, runtime fields included")
     config_hash: str = Field(description="the hash this stage contributes to lineages")
     detail: dict = Field(default_factory=dict, description="what else pins the stage (the data's sha256, ...)")
+    inputs: str | None = Field(None, description="a reduce: the digest of what its current commit read")
     at: str = Field(default_factory=_now)
+
+    @property
+    def lineage_hash(self) -> str:
+        """What this stage contributes to lineages: the config hash, and a reduce's inputs digest."""
+        return with_inputs(self.config_hash, self.inputs)
+
+
+def with_inputs(config_hash: str, inputs: str | None) -> str:
+    return config_hash if inputs is None else f"{config_hash}+{inputs}"
+
+
+def inputs_digest(read: dict[str, str]) -> str:
+    """A digest of what a reduce read: every store key and the SHA-256 of its bytes, in key order."""
+    return hashlib.sha256("".join(f"{k}\t{v}\n" for k, v in sorted(read.items())).encode()).hexdigest()[:12]
 
 
 class Commit(BaseModel):
@@ -66,8 +88,11 @@ class Commit(BaseModel):
 def mismatch(current: Lineage, made_with: Lineage) -> str | None:
     """Why an output made with ``made_with`` is not an output of ``current``, or None when it is."""
     for stage in current:
-        if made_with.get(stage) != current[stage]:
-            return f"made with {stage} config {made_with.get(stage) or 'none'}, current is {current[stage]}"
+        made, now = made_with.get(stage), current[stage]
+        if made != now:
+            if made and made.split("+")[0] == now.split("+")[0]:
+                return f"made from another {stage} output (inputs {made.partition('+')[2] or 'none'}, current {now.partition('+')[2] or 'none'})"
+            return f"made with {stage} config {made or 'none'}, current is {now}"
     extra = sorted(set(made_with) - set(current))
     return f"made with stages {extra} this lineage does not have" if extra else None
 
@@ -90,7 +115,7 @@ def current_lineage(store: Store, keys: RunKeys, stage: str) -> Lineage:
     lineage: Lineage = {}
     while stage is not None:
         record = read_record(store, keys, stage)
-        lineage = {stage: record.config_hash, **lineage}
+        lineage = {stage: record.lineage_hash, **lineage}
         stage = record.after
     return lineage
 

@@ -15,7 +15,9 @@ Lambda handlers and the Batch workers:
   lineage matches the upstream stage's current one, of the run's current problems, and verify every
   byte they read against the commit's SHA-256.
 
-Map stages have one item per problem; a reduce has the one item ``run`` and redoes it each time.
+Map stages have one item per problem; a reduce has the one item ``run`` and redoes it each time. What a
+reduce read (every key and SHA-256 through :meth:`Stage.read_verified`) is part of its lineage: its record
+is updated with that digest after its commit, so outputs made from its earlier output become stale.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from ..core.config import StageConfig
 from ..core.errors import ConfigError, IntegrityError, MyceliumError, RunNotFoundError, StoreError, TeacherError
 from ..core.keys import RUN_ITEM, RunKeys, item_of_commit
 from ..core.ledger import clear_failure, failed_items, record_failure
-from ..core.lineage import Commit, Lineage, StageRecord, current_lineage, mismatch, read_commit, read_record
+from ..core.lineage import (Commit, Lineage, StageRecord, current_lineage, inputs_digest, mismatch, read_commit,
+                            read_record, with_inputs)
 from ..core.store import Store, sha256
 from ..core.summary import StageSummary
 from .problems import problem_ids
@@ -94,6 +97,7 @@ class Stage(ABC):
         if not isinstance(config, self.config_type):
             raise TypeError(f"{self.name} takes a {self.config_type.__name__}, not {type(config).__name__}")
         self.store, self.keys, self.config = store, RunKeys(run), config
+        self.read: dict[str, str] = {}  # key -> SHA-256 of every committed output this stage read
 
     @classmethod
     def current(cls, store: Store, run: str, **kwargs) -> "Stage":
@@ -193,6 +197,7 @@ class Stage(ABC):
         data = self.store.get(key)
         if sha256(data) != commit.outputs[key]:
             raise IntegrityError(commit.item, f"{key} changed since {commit.stage} committed it (sha256 differs)")
+        self.read[key] = commit.outputs[key]
         return data
 
     def ready(self) -> None:
@@ -227,6 +232,21 @@ class ReduceStage(Stage):
 
     def items(self) -> list[str]:
         return [RUN_ITEM]
+
+    @property
+    def lineage(self) -> Lineage:
+        """The upstream's current lineage and this config, with the digest of what this stage has read so far."""
+        return {**self.upstream_lineage, self.name: with_inputs(self.config_hash(), inputs_digest(self.read))}
+
+    def commit(self, item: str, out: Outputs) -> Commit:
+        """The commit, then the record's ``inputs``: from then on, the current lineage names this output."""
+        commit = super().commit(item, out)
+        record = read_record(self.store, self.keys, self.name)
+        inputs = commit.lineage[self.name].partition("+")[2]
+        if record.config_hash == self.config_hash() and record.inputs != inputs:
+            self.store.put_json(self.keys.stage_record(self.name), record.model_copy(update={"inputs": inputs})
+                                .model_dump(mode="json"))
+        return commit
 
 
 def run_one(stage: Stage, item: str) -> ItemResult:
