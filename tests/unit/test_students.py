@@ -162,3 +162,42 @@ def test_the_training_worker_trains_uploads_and_reports(labelled, tiny_teacher, 
     assert entry_point.main([*common, "--run", "nothing-here"]) == 1
     failed = store.get_json("nothing-here/status/train/local.json")
     assert failed["state"] == "failed" and "mycelium merge" in failed["error"]
+
+
+def test_placeholders_hide_the_numbers_and_keep_offsets_in_the_original_text(tiny_teacher):
+    from mycelium.students.data import candidate_mentions
+    from mycelium.students.encode import abstract_numbers, tokenize_for
+
+    text = "Tom has 12 apples and buys three more; half of them, 7.5, go."
+    abstract, spans = abstract_numbers(text)
+    assert abstract == "Tom has N0 apples and buys N1 more; N2 of them, N3, go." and len(spans) == len(abstract)
+    ids, offsets = tokenize_for(tiny_teacher.tokenizer, text, placeholders=True)
+    plain_ids, _ = tokenize_for(tiny_teacher.tokenizer, text, placeholders=False)
+    assert not np.array_equal(ids, plain_ids)  # the backbone reads other tokens ...
+    assert tiny_teacher.tokenizer.decode(ids) == abstract
+    for s, e in candidate_mentions(text):  # ... and every mention is still found at its original characters
+        i, j = tokens_of_span(offsets, (s, e))
+        assert j > i and offsets[i][0] <= s and offsets[j - 1][1] >= e
+        assert "N" in tiny_teacher.tokenizer.decode(ids[i:j])
+    assert offsets[:, 1].max() <= len(text) and (np.diff(offsets[:, 0]) >= 0).all()
+    enc = frozen_features(tiny_teacher, [text], 0, progress=False, placeholders=True)[text]
+    assert np.array_equal(enc.ids, ids) and np.array_equal(enc.offsets, offsets)
+
+
+def test_a_lora_student_trains_adapters_only_and_loads_back(labelled, tiny_teacher, tmp_path):  # noqa: F811
+    store, _ = labelled
+    out = tmp_path / "lora"
+    results = run_train(store, "l", out, tiny_teacher, ["C1"], opts=TrainOptions(epochs=1, batch_size=8, progress=False),
+                        train_layers=1, lora_rank=4, hidden=32, adapter_layers=1)
+    assert results["C1"]["val"]["char_f1"] >= 0
+    model = load(out / "C1", tiny_teacher)
+    decoder = tiny_teacher.model.get_decoder()
+    base = dict(decoder.layers[-1].named_parameters())
+    lora = {n: p for n, p in model.top[0].named_parameters() if "lora_" in n}
+    assert lora and any(float(p.detach().abs().sum()) > 0 for n, p in lora.items() if "lora_B" in n)  # trained (B starts at 0)
+    for n, p in model.top[0].named_parameters():  # the layer's own weights are the backbone's, untouched
+        if "lora_" not in n:
+            assert torch.equal(p, base[n.replace(".base_layer", "")]), n
+    with pytest.raises(ConfigError, match="set train_layers"):
+        from mycelium.students.model import StudentConfig
+        build(StudentConfig(component="C1", backbone="b", d_in=32, vocab=model.cfg.vocab, lora_rank=4))

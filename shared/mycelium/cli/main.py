@@ -8,7 +8,7 @@
     mycelium discover --run NAME [--gain 0.15 | --elbow] [--min-size 50] [--store URL]
     mycelium label --run NAME [--augment K] [--store URL]
     mycelium merge --run NAME [--val-share 0.1] [--store URL]
-    mycelium train --run NAME [--components C1,...] [--out models/NAME] [--backbone embedded|PATH] [--train-layers K] [--epochs N]
+    mycelium train --run NAME [--components C1,...] [--out models/NAME] [--backbone embedded|PATH] [--train-layers K [--lora-rank R]] [--placeholders] [--epochs N]
     mycelium deploy --bucket B [--region R] [--spot] [--max-vcpus N] [--vllm VERSION] [--synth]
     mycelium submit --data FILE --run NAME --bucket B [--limit N] [--cot ...] [--teacher ...]
     mycelium status NAME --bucket B [--region R]
@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--out", default=None, help="models/<run> by default")
     trn.add_argument("--backbone", default="embedded", help="'embedded' or a local Hugging Face model dir")
     trn.add_argument("--train-layers", type=int, default=0, help="top backbone layers to train (0: cached features)")
+    trn.add_argument("--lora-rank", type=int, default=0,
+                     help="train LoRA adapters of this rank on the top layers instead of the layers themselves")
+    trn.add_argument("--placeholders", action="store_true",
+                     help="the backbone reads the text with its numbers as N0, N1, ... (offsets stay in the original)")
     trn.add_argument("--epochs", type=int, default=8)
     trn.add_argument("--batch-size", type=int, default=32, help="global batch (split over torchrun's ranks)")
     trn.add_argument("--lr", type=float, default=1e-3)

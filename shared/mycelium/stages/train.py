@@ -46,10 +46,21 @@ def read_training(store: Store, run: str) -> tuple[dict[str, dict[str, list[dict
     return data, {"run": run, "merge_lineage": commit.lineage, "sha256": digests}
 
 
-def run_train(store: Store, run: str, out: Path, teacher, components: list[str], train_layers: int = 0,
-              opts: TrainOptions | None = None, hidden: int = 256, adapter_layers: int = 2, dropout: float = 0.1,
-              val_source: str = "teacher") -> dict[str, dict]:
-    """Train ``components``; return component -> {"val": metrics, "baselines": {name: metrics}, ...}."""
+def _first_problems(data: dict, n: int) -> dict:
+    parent = lambda e: e.get("parent_id") or e["problem_id"]  # noqa: E731
+    keep = set(sorted({parent(e) for c in data for e in data[c]["train"]})[:n])
+    return {c: {**data[c], "train": [e for e in data[c]["train"] if parent(e) in keep]} for c in data}
+
+
+def run_train(store: Store, run: str, out: Path, teacher, components: list[str], opts: TrainOptions | None = None,
+              val_source: str = "teacher", train_problems: int | None = None, **design) -> dict[str, dict]:
+    """Train ``components``; return component -> {"val": metrics, "baselines": {name: metrics}, ...}.
+
+    ``train_problems``: train on the examples of the first N train problems only (by problem id, a variant with
+    its parent), for learning curves and quick comparisons; val is always the whole val split.
+
+    ``design``: the StudentConfig fields every component shares (train_layers, placeholders, lora_rank, hidden,
+    adapter_layers, dropout, heads); the rest of the config comes from the data and the backbone."""
     from ..students.encode import backbone_id, frozen_features
     from ..students.model import StudentConfig
     import torch
@@ -59,11 +70,16 @@ def run_train(store: Store, run: str, out: Path, teacher, components: list[str],
     opts = opts or TrainOptions()
     rank, _ = world()
     data, provenance = read_training(store, run)
+    if train_problems is not None:
+        data = _first_problems(data, train_problems)
+        provenance["train_problems"] = train_problems
     if not any(data[c]["train"] for c in components):
         raise RunNotFoundError(f"run {run!r}: the merged training data has no train examples")
     vocab = Vocab.fit({c: [e["target"] for e in data[c]["train"]] for c in COMPONENTS})
     questions = sorted({e["question"] for c in components for s in ("train", "val") for e in data[c][s]})
-    encoded = frozen_features(teacher, questions, train_layers, progress=opts.progress and rank == 0)
+    train_layers, placeholders = design.get("train_layers", 0), design.get("placeholders", False)
+    encoded = frozen_features(teacher, questions, train_layers, progress=opts.progress and rank == 0,
+                              placeholders=placeholders)
     baselines = Baselines({k: [e["target"] for e in data[k]["train"]] for k in COMPONENTS})  # fitted once
     results = {}
     for c in components:
@@ -75,8 +91,7 @@ def run_train(store: Store, run: str, out: Path, teacher, components: list[str],
         train_items = [make_item(c, e["question"], e["target"], encoded[e["question"]], vocab) for e in train_ex]
         val_items = [make_item(c, e["question"], e["target"], encoded[e["question"]], vocab) for e in val_ex]
         cfg = StudentConfig(component=c, backbone=backbone_id(teacher), d_in=int(encoded[questions[0]].features.shape[1]),
-                            vocab=asdict(vocab), train_layers=train_layers, hidden=hidden, adapter_layers=adapter_layers,
-                            dropout=dropout)
+                            vocab=asdict(vocab), **design)
         torch.manual_seed(opts.seed)  # the same initial weights on every rank and every run
         model = build(cfg, teacher)
         gold = [e["target"] for e in val_ex]

@@ -5,6 +5,10 @@ targets map onto any tokenizer). The bottom ``L - K`` layers of the backbone are
 text is computed once (``frozen_features``) and every component and epoch reuses it; the top ``K`` layers
 (``--train-layers``) run in the student and are trained. On a CPU K = 0 (heads and a small bidirectional adapter
 on cached features) is what is affordable; on a GPU K can be the whole backbone.
+
+With ``placeholders`` the backbone reads the text with every number mention replaced by ``N0, N1, …`` (in text
+order), so a student learns the problem's structure rather than its particular numbers; token offsets are mapped
+back to the original characters, so every target and every downstream reader stays in the original text.
 """
 
 from __future__ import annotations
@@ -39,6 +43,41 @@ def tokenize(tokenizer, text: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(enc["input_ids"], dtype=np.int64), np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
 
 
+def abstract_numbers(text: str) -> tuple[str, np.ndarray]:
+    """``text`` with its number mentions as ``N0, N1, …``, and for each of its characters the original span
+    [start, end) it stands for (a placeholder's characters: the whole mention)."""
+    from ..analysis.numwords import mentions
+
+    parts, spans, at = [], [], 0
+    for i, m in enumerate(mentions(text)):
+        if m.start < at:  # overlapping mentions: the first one stands
+            continue
+        parts.append(text[at:m.start])
+        spans += [(j, j + 1) for j in range(at, m.start)]
+        tag = f"N{i}"
+        parts.append(tag)
+        spans += [(m.start, m.end)] * len(tag)
+        at = m.end
+    parts.append(text[at:])
+    spans += [(j, j + 1) for j in range(at, len(text))]
+    return "".join(parts), np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+
+
+def tokenize_for(tokenizer, text: str, placeholders: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids and each token's span in the *original* text (of the abstracted text, with placeholders)."""
+    if not placeholders:
+        return tokenize(tokenizer, text)
+    abstract, spans = abstract_numbers(text)
+    ids, offsets = tokenize(tokenizer, abstract)
+    out = np.zeros_like(offsets)
+    for r, (s, e) in enumerate(offsets):
+        if e > s:
+            out[r] = (spans[s][0], spans[e - 1][1])
+        else:
+            out[r] = (spans[min(s, len(spans) - 1)][0],) * 2 if len(spans) else (0, 0)
+    return ids, out
+
+
 def tokens_of_span(offsets: np.ndarray, span) -> tuple[int, int]:
     """Token range [i, j) of the tokens overlapping characters span = (start, end)."""
     s, e = span
@@ -47,8 +86,9 @@ def tokens_of_span(offsets: np.ndarray, span) -> tuple[int, int]:
 
 
 def frozen_features(teacher, texts: list[str], train_layers: int, batch_size: int = 16,
-                    progress: bool = True) -> dict[str, Encoded]:
-    """text -> Encoded, with the output of the bottom ``L - train_layers`` layers (never recomputed per epoch)."""
+                    progress: bool = True, placeholders: bool = False) -> dict[str, Encoded]:
+    """text -> Encoded, with the output of the bottom ``L - train_layers`` layers (never recomputed per epoch);
+    with ``placeholders``, of the text with its numbers as N0, N1, … (offsets in the original text)."""
     import torch
     from tqdm import tqdm
 
@@ -61,7 +101,7 @@ def frozen_features(teacher, texts: list[str], train_layers: int, batch_size: in
     bar = tqdm(total=len(unique), desc="encode", unit="text", disable=not progress)
     for i in range(0, len(unique), batch_size):
         chunk = unique[i:i + batch_size]
-        toks = [tokenize(teacher.tokenizer, t) for t in chunk]
+        toks = [tokenize_for(teacher.tokenizer, t, placeholders) for t in chunk]
         width = max(1, max(len(ids) for ids, _ in toks))
         ids = torch.zeros(len(chunk), width, dtype=torch.long)
         mask = torch.zeros(len(chunk), width, dtype=torch.long)

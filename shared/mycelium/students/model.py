@@ -28,6 +28,8 @@ class StudentConfig:
     d_in: int
     vocab: dict
     train_layers: int = 0
+    placeholders: bool = False  # the backbone read the text with its numbers as N0, N1, … (encode.abstract_numbers)
+    lora_rank: int = 0  # > 0: the top layers stay frozen and LoRA adapters of this rank on them are trained
     hidden: int = 256
     adapter_layers: int = 2
     heads: int = 4

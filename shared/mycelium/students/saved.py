@@ -17,9 +17,16 @@ from .encode import backbone_id
 from .model import Student, StudentConfig
 
 
+#: The projections of a Llama-shaped layer that LoRA adapts (attention and MLP).
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
 def build(cfg: StudentConfig, teacher=None) -> Student:
     """A fresh student; with ``train_layers`` K > 0, the top K layers and the final norm are copies of the
-    backbone's (trainable), and it keeps the backbone's rotary embedding and config for them."""
+    backbone's (trainable), and it keeps the backbone's rotary embedding and config for them. With ``lora_rank``
+    the copied layers are frozen and peft's LoRA adapters on their projections are trained instead."""
+    if cfg.lora_rank and not cfg.train_layers:
+        raise ConfigError(f"{cfg.component}: lora_rank={cfg.lora_rank} adapts the top layers: set train_layers > 0")
     if cfg.train_layers == 0:
         return Student(cfg)
     if teacher is None:
@@ -28,6 +35,13 @@ def build(cfg: StudentConfig, teacher=None) -> Student:
 
     decoder = teacher.model.get_decoder() if hasattr(teacher.model, "get_decoder") else teacher.model
     top = nn.ModuleList(copy.deepcopy(list(decoder.layers[-cfg.train_layers:])))
+    if cfg.lora_rank:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        for p in top.parameters():
+            p.requires_grad_(False)
+        top = inject_adapter_in_model(LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, lora_dropout=0.0,
+                                                 target_modules=LORA_TARGETS), top)
     return Student(cfg, top, copy.deepcopy(decoder.norm), decoder.rotary_emb, teacher.config)
 
 

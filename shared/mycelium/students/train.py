@@ -83,8 +83,9 @@ def train(model: Student, train_items: list[Item], val_items: list[Item], val_qu
     init_distributed()
     c, vocab = model.cfg.component, model.vocab
     torch.manual_seed(opts.seed)
-    backbone = [p for n, p in model.named_parameters() if n.startswith(("top.", "norm."))]
-    heads = [p for n, p in model.named_parameters() if not n.startswith(("top.", "norm."))]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # LoRA: the adapters, not the layers
+    backbone = [p for n, p in trainable if n.startswith(("top.", "norm."))]
+    heads = [p for n, p in trainable if not n.startswith(("top.", "norm."))]
     groups = [{"params": heads, "lr": opts.lr}] + ([{"params": backbone, "lr": opts.backbone_lr}] if backbone else [])
     optim = torch.optim.AdamW(groups, weight_decay=opts.weight_decay)
     net = model
