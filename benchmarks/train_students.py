@@ -43,7 +43,7 @@ def child(args) -> dict:
     teacher = load_teacher("embedded")
     results = run_train(open_store(args.store), args.run, Path(args.out) / args.child, teacher, args.components.split(","),
                         opts=TrainOptions(epochs=args.epochs, progress=not args.no_progress),
-                        train_problems=args.train_problems, **VARIANTS[args.child])
+                        train_problems=args.train_problems, feature_cache=args.feature_cache, **VARIANTS[args.child])
     total = time.perf_counter() - t0
     trained = sum(r.get("seconds", 0) for r in results.values())
     return {"variant": args.child, "seconds": round(total, 1), "training_s": round(trained, 1),
@@ -119,6 +119,7 @@ def main() -> int:
     ap.add_argument("--train-problems", type=int, help="the first N train problems only (val: all of it)")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--out", default="/tmp/mycelium-train-bench")
+    ap.add_argument("--feature-cache", help="encoded texts, read and extended (time the encode: leave it out)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = ap.parse_args()

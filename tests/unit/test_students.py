@@ -201,3 +201,33 @@ def test_a_lora_student_trains_adapters_only_and_loads_back(labelled, tiny_teach
     with pytest.raises(ConfigError, match="set train_layers"):
         from mycelium.students.model import StudentConfig
         build(StudentConfig(component="C1", backbone="b", d_in=32, vocab=model.cfg.vocab, lora_rank=4))
+
+
+def test_the_feature_cache_gives_the_same_features_without_the_backbone(tiny_teacher, tmp_path, monkeypatch):
+    texts = ["Ann has 3 pens and buys 4 more.", "How many pens does Ann have now?"]
+    first = frozen_features(tiny_teacher, texts, 0, progress=False, cache=tmp_path)
+    assert len(list(tmp_path.rglob("*.npz"))) == 2
+    other = frozen_features(tiny_teacher, texts[:1], 0, progress=False, cache=tmp_path, placeholders=True)
+    assert len(list(tmp_path.rglob("*.npz"))) == 3 and not np.array_equal(other[texts[0]].ids, first[texts[0]].ids)
+
+    def no_backbone():
+        raise AssertionError("the backbone ran on a cached text")
+
+    monkeypatch.setattr(tiny_teacher.model, "get_decoder", no_backbone)
+    again = frozen_features(tiny_teacher, texts, 0, progress=False, cache=tmp_path)
+    for t in texts:
+        assert np.array_equal(again[t].features, first[t].features) and np.array_equal(again[t].offsets, first[t].offsets)
+
+
+def test_length_batches_cover_every_example_once_with_little_padding():
+    import random
+
+    from mycelium.students.train import length_batches
+
+    lengths = [random.Random(i).randint(10, 200) for i in range(1000)]
+    batches = length_batches(lengths, 32, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert batches == length_batches(lengths, 32, random.Random(0))  # the same on every rank
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    plain = sum(32 * max(lengths[i] for i in range(s, min(s + 32, 1000))) for s in range(0, 1000, 32))
+    assert padded < 0.6 * plain

@@ -237,9 +237,10 @@ def train(args) -> int:
     opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         progress=not args.no_progress)
     teacher = load_teacher(args.backbone, device=args.device)
-    results = run_train(_store(args), args.run, out, teacher, components, opts=opts, train_layers=args.train_layers,
-                        lora_rank=args.lora_rank, placeholders=args.placeholders, hidden=args.hidden,
-                        adapter_layers=args.adapter_layers, dropout=args.dropout)
+    cache = Path(args.feature_cache) if args.feature_cache else None
+    results = run_train(_store(args), args.run, out, teacher, components, opts=opts, feature_cache=cache,
+                        train_layers=args.train_layers, lora_rank=args.lora_rank, placeholders=args.placeholders,
+                        hidden=args.hidden, adapter_layers=args.adapter_layers, dropout=args.dropout)
     if world()[0] != 0:
         return 0
     print(f"{'component':9} {'on val':34} {'baseline (same val examples)'}")

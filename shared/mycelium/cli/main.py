@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train LoRA adapters of this rank on the top layers instead of the layers themselves")
     trn.add_argument("--placeholders", action="store_true",
                      help="the backbone reads the text with its numbers as N0, N1, ... (offsets stay in the original)")
+    trn.add_argument("--feature-cache", help="a directory of encoded texts, read and extended (a second run on the "
+                     "same problems skips the backbone)")
     trn.add_argument("--epochs", type=int, default=8)
     trn.add_argument("--batch-size", type=int, default=32, help="global batch (split over torchrun's ranks)")
     trn.add_argument("--lr", type=float, default=1e-3)

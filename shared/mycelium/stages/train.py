@@ -53,11 +53,13 @@ def _first_problems(data: dict, n: int) -> dict:
 
 
 def run_train(store: Store, run: str, out: Path, teacher, components: list[str], opts: TrainOptions | None = None,
-              val_source: str = "teacher", train_problems: int | None = None, **design) -> dict[str, dict]:
+              val_source: str = "teacher", train_problems: int | None = None, feature_cache: Path | None = None,
+              **design) -> dict[str, dict]:
     """Train ``components``; return component -> {"val": metrics, "baselines": {name: metrics}, ...}.
 
     ``train_problems``: train on the examples of the first N train problems only (by problem id, a variant with
-    its parent), for learning curves and quick comparisons; val is always the whole val split.
+    its parent), for learning curves and quick comparisons; val is always the whole val split. ``feature_cache``:
+    a directory of encoded texts (``encode.FeatureCache``), read and extended.
 
     ``design``: the StudentConfig fields every component shares (train_layers, placeholders, lora_rank, hidden,
     adapter_layers, dropout, heads); the rest of the config comes from the data and the backbone."""
@@ -79,7 +81,7 @@ def run_train(store: Store, run: str, out: Path, teacher, components: list[str],
     questions = sorted({e["question"] for c in components for s in ("train", "val") for e in data[c][s]})
     train_layers, placeholders = design.get("train_layers", 0), design.get("placeholders", False)
     encoded = frozen_features(teacher, questions, train_layers, progress=opts.progress and rank == 0,
-                              placeholders=placeholders)
+                              placeholders=placeholders, cache=feature_cache)
     baselines = Baselines({k: [e["target"] for e in data[k]["train"]] for k in COMPONENTS})  # fitted once
     results = {}
     for c in components:

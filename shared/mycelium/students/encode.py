@@ -14,7 +14,9 @@ back to the original characters, so every target and every downstream reader sta
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -85,19 +87,57 @@ def tokens_of_span(offsets: np.ndarray, span) -> tuple[int, int]:
     return (int(inside[0]), int(inside[-1]) + 1) if len(inside) else (0, 0)
 
 
+class FeatureCache:
+    """Encoded texts on disk, one ``.npz`` per text, keyed by the backbone's id and precision, the layer, the
+    placeholders flag and the text: a second training run on the same problems skips the backbone entirely."""
+
+    def __init__(self, root: Path, teacher, layer: int, placeholders: bool):
+        dtype = next(teacher.model.parameters()).dtype
+        self.root = Path(root)
+        self.prefix = f"{backbone_id(teacher)}|{dtype}|layer{layer}|placeholders{int(placeholders)}|max{MAX_TOKENS}|"
+
+    def path(self, text: str) -> Path:
+        key = hashlib.sha256((self.prefix + text).encode()).hexdigest()
+        return self.root / key[:2] / f"{key}.npz"
+
+    def get(self, text: str) -> Encoded | None:
+        try:
+            with np.load(self.path(text)) as z:
+                return Encoded(z["ids"], z["offsets"], z["features"])
+        except (OSError, KeyError, ValueError):  # absent, or a torn write: computed again
+            return None
+
+    def put(self, text: str, enc: Encoded) -> None:
+        path = self.path(text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, ids=enc.ids, offsets=enc.offsets, features=enc.features)
+        os.replace(tmp, path)  # readers never see half a file, and ranks writing the same text agree
+
+
 def frozen_features(teacher, texts: list[str], train_layers: int, batch_size: int = 16,
-                    progress: bool = True, placeholders: bool = False) -> dict[str, Encoded]:
+                    progress: bool = True, placeholders: bool = False, cache: Path | None = None) -> dict[str, Encoded]:
     """text -> Encoded, with the output of the bottom ``L - train_layers`` layers (never recomputed per epoch);
-    with ``placeholders``, of the text with its numbers as N0, N1, … (offsets in the original text)."""
+    with ``placeholders``, of the text with its numbers as N0, N1, … (offsets in the original text). With
+    ``cache`` (a directory), texts encoded before are read from it and new ones are added."""
     import torch
     from tqdm import tqdm
 
     n_layers = teacher.config.num_hidden_layers
     if not 0 <= train_layers <= n_layers:
         raise ValueError(f"train_layers {train_layers} out of range for a {n_layers}-layer backbone")
-    decoder = teacher.model.get_decoder() if hasattr(teacher.model, "get_decoder") else teacher.model
-    unique = sorted(set(texts), key=len)
     out: dict[str, Encoded] = {}
+    store = FeatureCache(cache, teacher, n_layers - train_layers, placeholders) if cache else None
+    unique = sorted(set(texts), key=len)
+    if store:
+        for t in unique:
+            hit = store.get(t)
+            if hit is not None:
+                out[t] = hit
+        unique = [t for t in unique if t not in out]
+    if not unique:
+        return out
+    decoder = teacher.model.get_decoder() if hasattr(teacher.model, "get_decoder") else teacher.model
     bar = tqdm(total=len(unique), desc="encode", unit="text", disable=not progress)
     for i in range(0, len(unique), batch_size):
         chunk = unique[i:i + batch_size]
@@ -113,6 +153,8 @@ def frozen_features(teacher, texts: list[str], train_layers: int, batch_size: in
                          output_hidden_states=True, use_cache=False).hidden_states[n_layers - train_layers]
         for r, (text, (tid, offsets)) in enumerate(zip(chunk, toks)):
             out[text] = Encoded(tid, offsets, hs[r, :len(tid)].float().cpu().numpy().astype(np.float16))
+            if store:
+                store.put(text, out[text])
         bar.update(len(chunk))
     bar.close()
     return out
