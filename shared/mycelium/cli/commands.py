@@ -255,3 +255,42 @@ def train(args) -> int:
             print(f"{'':9}   baseline {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
     print(f"wrote {out}/<component>/ (model.safetensors, config.json, provenance.json, metrics.json, curve.png)")
     return 0
+
+
+def solve(args) -> int:
+    from pathlib import Path
+
+    from ..records.datasets import BadRowError, read_dataset
+    from ..solver.solve import Question, Solver, SolverOptions
+    from ..teacher.model import load_teacher
+
+    if bool(args.text) == bool(args.data):
+        raise ValueError("give one problem's text or --data FILE")
+    solver = Solver(Path(args.models), load_teacher(args.backbone),
+                    SolverOptions(theta=args.theta, budget=args.budget))
+    if args.text:
+        questions = [Question(id="cli", text=args.text)]
+    else:
+        questions = []
+        for row in read_dataset(args.data, args.format):
+            if isinstance(row, BadRowError):
+                print(f"skipped: {row}", file=sys.stderr)
+                continue
+            questions.append(Question(id=row.id, text=row.question))  # the answer and solution stay behind
+            if args.limit and len(questions) >= args.limit:
+                break
+    for q in questions:
+        sol = solver.solve(q)
+        if args.json:
+            print(json.dumps({k: v for k, v in sol.to_json().items() if k != "trace"} | {"trace": sol.trace}))
+            continue
+        print(f"{q.id}: {q.text[:100]}{'...' if len(q.text) > 100 else ''}")
+        for k, node in enumerate(sol.program):
+            ops = ", ".join(o.get("text") or (f"r{o['node']}" if "node" in o else o["const"]) for o in node["operands"])
+            print(f"  r{k} = {node['canonical']:24} = {node['value']:>12}   reads {ops}")
+        if sol.abstained:
+            print(f"  abstained: {sol.reason}")
+        else:
+            print(f"  answer {sol.answer}  (confidence {sol.confidence:.2f}, {sol.nodes_expanded} expanded, "
+                  f"{sol.programs_tried} programs tried, {sol.ms:.0f} ms)")
+    return 0

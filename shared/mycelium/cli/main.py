@@ -9,6 +9,7 @@
     mycelium label --run NAME [--augment K] [--store URL]
     mycelium merge --run NAME [--val-share 0.1] [--store URL]
     mycelium train --run NAME [--components C1,...] [--out models/NAME] [--backbone embedded|PATH] [--train-layers K [--lora-rank R]] [--placeholders] [--epochs N]
+    mycelium solve [--models DIR] "problem text" | --data FILE [--limit N] [--json]
     mycelium deploy --bucket B [--region R] [--spot] [--max-vcpus N] [--vllm VERSION] [--synth]
     mycelium submit --data FILE --run NAME --bucket B [--limit N] [--cot ...] [--teacher ...]
     mycelium status NAME --bucket B [--region R]
@@ -116,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--seed", type=int, default=0)
     trn.add_argument("--device", default="auto")
     trn.add_argument("--no-progress", action="store_true")
+    sol = sub.add_parser("solve", help="answer problems with the trained students and sympy (no chain of thought)")
+    sol.add_argument("text", nargs="?", help="one problem's text")
+    sol.add_argument("--data", help="JSONL of problems (GSM8K, MATH or {question}); only the question is read")
+    sol.add_argument("--format", default="auto", choices=["auto", "gsm8k", "math", "plain"])
+    sol.add_argument("--limit", type=int, default=None)
+    sol.add_argument("--models", default="models/sample", help="the directory `mycelium train` wrote")
+    sol.add_argument("--backbone", default="embedded")
+    sol.add_argument("--json", action="store_true", help="one JSON object per problem")
+    sol.add_argument("--theta", type=float, default=0.9, help="decisions below this confidence branch")
+    sol.add_argument("--budget", type=int, default=400, help="partial programs the search may expand")
+    sol.set_defaults(func=commands.solve)
     _on_run(sub, "show", commands.show, "one analysed problem: mapped spans (terminal + HTML) and a PNG of its traces",
             problem=True)
     _on_run(sub, "aggregate", commands.aggregate, "collect a run's labelled steps into the IB inputs (ib/steps.npz)")
