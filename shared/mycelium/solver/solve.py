@@ -119,7 +119,8 @@ class Solver:
     def solve(self, question: Question) -> Solution:
         if not isinstance(question, Question):
             raise TypeError(f"the solver reads a Question (id, text), not {type(question).__name__}")
-        from ..students.data import candidate_mentions
+        from ..analysis.numwords import mentions
+        from ..students.data import FORMATS
 
         t0 = time.perf_counter()
         opts, vocab = self.options, self.vocab
@@ -130,8 +131,6 @@ class Solver:
                        "heartbeats": round(float(c2["heartbeats"][0]) * vocab.heartbeat_scale, 2)}
         c6 = out["C6"][0]
         fmt_p = np.exp(_log_softmax(c6["format"][0].numpy()))
-        from ..students.data import FORMATS
-
         fmt = FORMATS[int(fmt_p.argmax())]
         trace["C6"] = {"format": fmt, "confidence": round(float(fmt_p.max()), 3)}
         done = lambda **kw: Solution(id=question.id, ms=(time.perf_counter() - t0) * 1000, trace=trace, **kw)  # noqa: E731
@@ -139,7 +138,8 @@ class Solver:
             return done(answer=None, abstained=True, reason="cannot decompose: no template is likely (C2 is flat)",
                         confidence=0.0)
         c3 = out["C3"][0]
-        spans = candidate_mentions(question.text)
+        found = mentions(question.text)  # the pointers' candidates, as the students' data found them
+        spans = [((m.start, m.end), _literal(m)) for m in found]
         decisions = Decisions(count=_log_softmax(c3["count"][0].numpy()), shapes=_log_softmax(c3["shape"][0].numpy()),
                               shape_slots=[min(s.count("{}"), vocab.max_operands) for s in vocab.shapes],
                               pointers=_log_softmax(c3["pointers"][0].numpy()), n_mentions=int(c3["n_mentions"]),
@@ -170,11 +170,10 @@ class Solver:
                     nodes_expanded=stats.expanded, programs_tried=tried)
 
     def _first_that_computes(self, batch: list[Candidate], text: str, spans, fmt: str):
-        from ..analysis.numwords import mentions
+        """``spans``: each candidate mention's span and value, in pointer order."""
         from ..programs.execute import execute
 
         M, N, vocab = len(spans), self.vocab.max_nodes, self.vocab
-        values = {(m.start, m.end): _literal(m) for m in mentions(text)}
         specs, shown = [], []
         for cand in batch:
             nodes, quantities, view = [], {}, []
@@ -182,9 +181,9 @@ class Solver:
                 names, operands = [], []
                 for p in ptrs:
                     if p < M:
-                        s, e = spans[p]
+                        (s, e), value = spans[p]
                         names.append(f"n{p}")
-                        quantities[f"n{p}"] = str(values[(s, e)])
+                        quantities[f"n{p}"] = str(value)
                         operands.append({"text": text[s:e], "span": [s, e]})
                     elif p < M + N:
                         names.append(f"r{p - M}")
