@@ -12,7 +12,17 @@ MIN_SIZE ?= 8
 AUGMENT ?= 3
 EPOCHS ?= 4
 
-.PHONY: run test setup clean bench
+# `make students`: the six specialists from GSM8K train (../shared/data), every stage resumable (hours on 2 cores).
+# `make evaluate`: them on GSM8K test, beside the same backbone's chain of thought, with attribution.
+SHARED_DATA ?= ../shared/data
+TRAIN_RUN ?= gsm8k-train
+TEST_RUN ?= gsm8k-test
+TRAIN_DATA ?= $(SHARED_DATA)/gsm8k/train.jsonl
+TEST_DATA ?= $(SHARED_DATA)/gsm8k/test.jsonl
+STUDENT_EPOCHS ?= 8
+LIMIT ?=
+
+.PHONY: run test setup clean bench students evaluate
 
 setup: $(STAMP)
 
@@ -36,6 +46,24 @@ run: $(STAMP)
 	$(BIN)/mycelium train --run $(RUN) --epochs $(EPOCHS) --batch-size 8
 	# The students answer three bundled problems from their text alone (students this small mostly abstain or miss).
 	$(BIN)/mycelium solve --models models/$(RUN) --data $(DATA) --limit 3
+
+students: $(STAMP)
+	$(BIN)/mycelium capture --data $(TRAIN_DATA) --run $(TRAIN_RUN) $(if $(LIMIT),--limit $(LIMIT))
+	$(BIN)/mycelium analyze --run $(TRAIN_RUN) --workers 2
+	$(BIN)/mycelium aggregate --run $(TRAIN_RUN)
+	$(BIN)/mycelium discover --run $(TRAIN_RUN)
+	$(BIN)/mycelium label --run $(TRAIN_RUN) --workers 2
+	$(BIN)/mycelium merge --run $(TRAIN_RUN)
+	$(BIN)/mycelium train --run $(TRAIN_RUN) --epochs $(STUDENT_EPOCHS) --out models/$(TRAIN_RUN) --feature-cache runs/.features
+
+# The teacher reads the test problems' reference solutions (with the training run's computing heads) for
+# attribution only; the solver reads the question text alone.
+evaluate: $(STAMP)
+	$(BIN)/mycelium capture --data $(TEST_DATA) --run $(TEST_RUN) $(if $(LIMIT),--limit $(LIMIT)) \
+		--computing-heads $$($(BIN)/python -c "import json; print(','.join(f'{l}:{h}' for l, h in json.load(open('runs/$(TRAIN_RUN)/capture/calibration.json'))['computing_heads']))")
+	$(BIN)/mycelium analyze --run $(TEST_RUN) --workers 2
+	$(BIN)/mycelium evaluate --models models/$(TRAIN_RUN) --data $(TEST_DATA) --labels-run $(TEST_RUN) \
+		--out reports/$(TEST_RUN) $(if $(LIMIT),--limit $(LIMIT))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)

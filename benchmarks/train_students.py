@@ -12,7 +12,8 @@ encoded once, then each component trained with early stopping on its task metric
 - ``frozen``: heads and a small bidirectional adapter on cached features of the whole frozen backbone (K = 0);
 - ``placeholders``: the same, the backbone reading the text with its numbers as N0, N1, …;
 - ``top2``: the top 2 backbone layers trained (features cached below them);
-- ``lora2``: the top 2 layers frozen, LoRA r16 adapters on them trained.
+- ``lora2``: the top 2 layers frozen, LoRA r16 adapters on them trained;
+- ``order``: frozen, C3's operand pointers also seeing each number's place among the mentions.
 
 Prints, per variant, the wall time (encode + training), peak RSS and the val metrics, each component beside
 the best of its trivial baselines scored on the same val examples; writes ``<out>/results.json`` and
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 
 VARIANTS = {"frozen": {}, "placeholders": {"placeholders": True}, "top2": {"train_layers": 2},
-            "lora2": {"train_layers": 2, "lora_rank": 16}}
+            "lora2": {"train_layers": 2, "lora_rank": 16}, "order": {"mention_order": True}}
 
 
 def child(args) -> dict:

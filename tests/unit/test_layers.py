@@ -11,7 +11,7 @@ from ..conftest import ROOT
 
 PACKAGE = ROOT / "shared" / "mycelium"
 #: Lower layers never import higher ones. viz renders records and reads the store, but runs no stage.
-LAYERS = ["core", "mathlang", "records", "analysis", "teacher", "templates", "programs", "students", "solver", "viz", "stages", "cloud", "cli"]
+LAYERS = ["core", "mathlang", "records", "analysis", "teacher", "templates", "programs", "students", "solver", "viz", "evaluation", "stages", "cloud", "cli"]
 
 
 @pytest.mark.parametrize("stage", sorted(p.parent.name for p in (ROOT / "lambdas").glob("*/handler.py")))

@@ -88,7 +88,7 @@ def test_poisoned_answers_and_solutions_give_identical_outputs(students, tiny_te
         path = tmp_path / f"{name}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in data))
         args = type("A", (), dict(text=None, data=str(path), format="auto", limit=None, models=str(students),
-                                  backbone=None, json=True, theta=0.9, budget=200))()
+                                  backbone=None, json=True, theta=0.9, budget=200, max_programs=24, vote=1, fuse=0.0))()
         assert solve(args) == 0
         lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
         outputs.append([{k: v for k, v in x.items() if k != "ms"} for x in lines])
@@ -114,3 +114,26 @@ def test_a_solution_carries_its_trace(students, tiny_teacher):
     if not sol.abstained:
         assert sol.program and sol.program[-1]["value"] == sol.answer
         assert all("span" in o or "node" in o or "const" in o for n in sol.program for o in n["operands"])
+
+
+def test_programs_with_the_same_answer_pool_their_probability():
+    from mycelium.solver.search import Candidate
+    from mycelium.solver.solve import _vote
+
+    c = lambda p: Candidate(-np.log(p), [], 1)  # noqa: E731
+    computed = [(c(0.4), ["a"], "7"), (c(0.3), ["b"], "12"), (c(0.25), ["c"], "12.0")]
+    cand, nodes, value, confidence = _vote(computed)
+    assert value == "12" and nodes == ["b"] and confidence == pytest.approx(0.55)
+    assert _vote(computed[:1])[2:] == ("7", pytest.approx(0.4))  # one program: the first that computes
+
+
+def test_the_other_students_reweight_the_operand_pointers():
+    from mycelium.solver.solve import fused_pointers
+
+    # two mentions, two nodes, no constants: classes [m0, m1, node0, node1]; C3 itself is indifferent
+    out = {"C3": {"n_mentions": 2}, "C1": {"tags": torch.tensor([[5.0, 5.0, -5.0, -5.0]])},  # C1 reads m0 only
+           "C4": {"roles": torch.tensor([[[4.0, 0.0, 0.0], [4.0, 0.0, 0.0]]])},  # both operands
+           "C5": {"edges": torch.tensor([[[0.0, 6.0], [0.0, 0.0]]])}}  # node 1 reads node 0
+    fused = fused_pointers(np.zeros((2, 2, 4)), out, [(0, 2), (2, 4)], weight=1.0)
+    assert (fused[:, :, 0] > fused[:, :, 1]).all()  # m0, which C1 marked as read, over m1
+    assert fused[1, 0, 2] > -0.01 and fused[0, 0, 2] == 0.0  # node 1 may read node 0 (C5); node 0 cannot

@@ -240,6 +240,7 @@ def train(args) -> int:
     cache = Path(args.feature_cache) if args.feature_cache else None
     results = run_train(_store(args), args.run, out, teacher, components, opts=opts, feature_cache=cache,
                         train_layers=args.train_layers, lora_rank=args.lora_rank, placeholders=args.placeholders,
+                        mention_order=args.mention_order,
                         hidden=args.hidden, adapter_layers=args.adapter_layers, dropout=args.dropout)
     if world()[0] != 0:
         return 0
@@ -267,7 +268,8 @@ def solve(args) -> int:
     if bool(args.text) == bool(args.data):
         raise ValueError("give one problem's text or --data FILE")
     solver = Solver(Path(args.models), load_teacher(args.backbone),
-                    SolverOptions(theta=args.theta, budget=args.budget))
+                    SolverOptions(theta=args.theta, budget=args.budget, max_programs=args.max_programs, vote=args.vote,
+                                  fuse=args.fuse))
     if args.text:
         questions = [Question(id="cli", text=args.text)]
     else:
@@ -293,4 +295,31 @@ def solve(args) -> int:
         else:
             print(f"  answer {sol.answer}  (confidence {sol.confidence:.2f}, {sol.nodes_expanded} expanded, "
                   f"{sol.programs_tried} programs tried, {sol.ms:.0f} ms)")
+    return 0
+
+
+def evaluate(args) -> int:
+    from pathlib import Path
+
+    from ..evaluation.evaluate import EvalOptions
+    from ..evaluation.evaluate import evaluate as run_evaluation
+    from ..solver.solve import SolverOptions
+    from ..teacher.model import load_teacher
+
+    opts = EvalOptions(limit=args.limit, cot_limit=args.cot_limit if args.baseline == "cot" else 0,
+                       cot_max_new_tokens=args.cot_max_new_tokens, cot_timed=args.cot_timed,
+                       cot_batch=args.cot_batch, drop_overlap=args.drop_overlap,
+                       labels_run=args.labels_run, progress=not args.no_progress)
+    m = run_evaluation(Path(args.models), Path(args.data), Path(args.out), load_teacher(args.backbone),
+                       SolverOptions(theta=args.theta, budget=args.budget, max_programs=args.max_programs, vote=args.vote,
+                                  fuse=args.fuse), opts,
+                       store=_store(args) if args.labels_run else None, fmt=args.format)
+    s = m["solver"]
+    print(f"{m['n']} problems: solver accuracy {s['accuracy']:.3f} (coverage {s['coverage']:.3f}, "
+          f"median {s['latency_ms']['median']:.0f} ms)")
+    for name, b in m["baselines"].items():
+        extra = (f", median {b['latency_ms']['median']:.0f} ms at batch 1, solver {b['speedup_mean']}x faster"
+                 if b.get("timed") else "")
+        print(f"  baseline {name}: accuracy {b['accuracy']:.3f}" + (f" on {b['n']}" if "n" in b else "") + extra)
+    print(f"wrote {args.out}/report.md, metrics.json, solutions.jsonl and PNGs")
     return 0

@@ -10,6 +10,7 @@
     mycelium merge --run NAME [--val-share 0.1] [--store URL]
     mycelium train --run NAME [--components C1,...] [--out models/NAME] [--backbone embedded|PATH] [--train-layers K [--lora-rank R]] [--placeholders] [--epochs N]
     mycelium solve [--models DIR] "problem text" | --data FILE [--limit N] [--json]
+    mycelium evaluate --models DIR --data FILE --out DIR [--limit N] [--baseline cot] [--labels-run NAME]
     mycelium deploy --bucket B [--region R] [--spot] [--max-vcpus N] [--vllm VERSION] [--synth]
     mycelium submit --data FILE --run NAME --bucket B [--limit N] [--cot ...] [--teacher ...]
     mycelium status NAME --bucket B [--region R]
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train LoRA adapters of this rank on the top layers instead of the layers themselves")
     trn.add_argument("--placeholders", action="store_true",
                      help="the backbone reads the text with its numbers as N0, N1, ... (offsets stay in the original)")
+    trn.add_argument("--mention-order", action="store_true",
+                     help="C3's operand pointers also see each number's place among the problem's numbers")
     trn.add_argument("--feature-cache", help="a directory of encoded texts, read and extended (a second run on the "
                      "same problems skips the backbone)")
     trn.add_argument("--epochs", type=int, default=8)
@@ -127,7 +130,37 @@ def build_parser() -> argparse.ArgumentParser:
     sol.add_argument("--json", action="store_true", help="one JSON object per problem")
     sol.add_argument("--theta", type=float, default=0.9, help="decisions below this confidence branch")
     sol.add_argument("--budget", type=int, default=400, help="partial programs the search may expand")
+    sol.add_argument("--max-programs", type=int, default=24, help="complete programs the search may execute")
+    sol.add_argument("--vote", type=int, default=1, help="pool this many computing programs by their answer")
+    sol.add_argument("--fuse", type=float, default=0.0, help="weight of C1, C4 and C5 on C3's operand pointers")
     sol.set_defaults(func=commands.solve)
+    ev = sub.add_parser("evaluate", help="the solver on a test split, graded, beside the same backbone's chain of "
+                        "thought; with --labels-run, error attribution and the oracle ladder")
+    ev.add_argument("--models", required=True, help="the directory `mycelium train` wrote")
+    ev.add_argument("--data", required=True, help="a test split (GSM8K or MATH JSONL); its problems must not be in "
+                    "the students' training data (checked by content hash)")
+    ev.add_argument("--format", default="auto", choices=["auto", "gsm8k", "math", "plain"])
+    ev.add_argument("--out", required=True, help="report.md, metrics.json, solutions.jsonl and PNGs go here")
+    ev.add_argument("--limit", type=int, default=None)
+    ev.add_argument("--baseline", default="cot", choices=["cot", "none"],
+                    help="cot: the same backbone writing a chain of thought, greedy, on the first --cot-limit problems")
+    ev.add_argument("--cot-limit", type=int, default=200)
+    ev.add_argument("--cot-max-new-tokens", type=int, default=512)
+    ev.add_argument("--cot-timed", type=int, default=20, help="CoT problems generated one at a time (the latency)")
+    ev.add_argument("--cot-batch", type=int, default=16, help="the rest are generated this many at a time")
+    ev.add_argument("--labels-run", default=None, help="a run of these problems captured with their reference "
+                    "solutions and analysed (attribution and the oracle ladder only; the solver never reads it)")
+    ev.add_argument("--store", default=None, help="where --labels-run and the training run are (runs/ by default)")
+    ev.add_argument("--drop-overlap", action="store_true",
+                    help="drop problems found in the training data instead of stopping")
+    ev.add_argument("--backbone", default="embedded")
+    ev.add_argument("--theta", type=float, default=0.9)
+    ev.add_argument("--budget", type=int, default=400)
+    ev.add_argument("--max-programs", type=int, default=24)
+    ev.add_argument("--vote", type=int, default=1)
+    ev.add_argument("--fuse", type=float, default=0.0)
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=commands.evaluate)
     _on_run(sub, "show", commands.show, "one analysed problem: mapped spans (terminal + HTML) and a PNG of its traces",
             problem=True)
     _on_run(sub, "aggregate", commands.aggregate, "collect a run's labelled steps into the IB inputs (ib/steps.npz)")

@@ -30,9 +30,9 @@ import hashlib
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import MissingKeyError, RunNotFoundError, StoreError
+from .errors import IntegrityError, MissingKeyError, RunNotFoundError, StoreError
 from .keys import RunKeys
-from .store import Store
+from .store import Store, sha256
 
 Lineage = dict[str, str]
 
@@ -129,3 +129,13 @@ def read_commit(store: Store, keys: RunKeys, stage: str, item: str) -> Commit | 
         return None
     except (ValidationError, StoreError) as e:
         raise StoreError(key, f"corrupt commit marker ({str(e).splitlines()[0]}); delete it to redo the item") from e
+
+
+def verified_bytes(store: Store, commit: Commit, key: str) -> bytes:
+    """The bytes at ``key``, checked against the SHA-256 ``commit`` recorded for them (IntegrityError if not)."""
+    if key not in commit.outputs:
+        raise IntegrityError(commit.item, f"{key} is not among the outputs {commit.stage} committed")
+    data = store.get(key)
+    if sha256(data) != commit.outputs[key]:
+        raise IntegrityError(commit.item, f"{key} changed since {commit.stage} committed it (sha256 differs)")
+    return data

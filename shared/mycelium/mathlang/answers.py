@@ -63,7 +63,8 @@ def extract_answer(cot: str) -> str | None:
     return clean_number(nums[-1]) if nums else None
 
 
-def _verify(gold: str, pred: str) -> bool:
+def verify_equal(gold: str, pred: str) -> bool:
+    """math-verify: gold parsed first, its own timeout off (call it in the sandbox: the process timeout is on)."""
     import logging
 
     from math_verify import parse, verify
@@ -86,7 +87,7 @@ def grade(gold: str | None, pred: str | None, timeout_s: float = 5.0) -> tuple[b
         return False, "no answer in CoT"
     if clean_number(gold) == clean_number(pred):
         return True, None
-    result = run_sandboxed(_verify, gold, pred, timeout_s=timeout_s)
+    result = run_sandboxed(verify_equal, gold, pred, timeout_s=timeout_s)
     if not result.ok:
         return None, f"grading failed: {result.error}"
     return result.value, None

@@ -1,4 +1,4 @@
-"""Best-first search over the program decoder's (C3's) choices: the most probable programs first.
+"""Best-first (A*) search over the program decoder's (C3's) choices: the most probable programs first.
 
 A program is a sequence of decisions: the node count, then for each node its shape (``{} * {}``) and one operand
 per slot (a number mention, an earlier node, a constant). C3 gives a distribution for each. A decision whose top
@@ -78,19 +78,48 @@ def _reads_every_node(program: list[Choice], n_mentions: int, max_nodes: int) ->
 
 def best_first(d: Decisions, theta: float = 0.9, width: int = 3, budget: int = 200,
                stats: SearchStats | None = None):
-    """Complete programs in order of −log p (a generator), within ``budget`` expansions of partial programs."""
+    """Complete programs in order of −log p (a generator), within ``budget`` expansions of partial programs.
+
+    A*: a partial program's priority is its cost plus the cheapest cost of the decisions it still has to make
+    (each remaining decision's best kept choice; every decision's options depend only on its position, so this
+    is exact for the most probable completion and never overestimates). The first complete program therefore
+    comes out after as many expansions as it has decisions, and the rest follow in order of probability."""
     stats = stats if stats is not None else SearchStats()
     N, M = d.max_nodes, d.n_mentions
-    heap: list[tuple[float, int, list[Choice], int, list[int]]] = []
+    allowed = np.zeros((N, d.pointers.shape[-1]), dtype=bool)
+    allowed[:, :M] = True
+    allowed[:, M + N:M + N + d.n_constants] = True
+    for k in range(N):
+        allowed[k, M:M + k] = True  # earlier nodes only
+    shape_opts = [_options(d.shapes[k], theta, width) for k in range(N)]
+    slot_opts = [[_options(d.pointers[k, j], theta, width, allowed[k]) for j in range(d.pointers.shape[1])]
+                 for k in range(N)]
+    slot_min = [[min((c for _, c in o), default=np.inf) for o in row] for row in slot_opts]
+
+    def rest_of_node(k: int, shape: int, j: int) -> float:  # the cheapest way to fill slots j.. of node k
+        return sum(slot_min[k][i] for i in range(j, d.shape_slots[shape]))
+
+    node_min = [min((c + rest_of_node(k, s, 0) for s, c in shape_opts[k]), default=np.inf) for k in range(N)]
+    before = np.concatenate([[0.0], np.cumsum(node_min)])  # before[n] - before[k]: nodes k..n-1 at their cheapest
+
+    heap: list[tuple[float, int, float, list[Choice], int, list[int]]] = []
     tie = 0
+
+    def push(cost: float, done: list[Choice], n: int, partial: list[int]) -> None:
+        nonlocal tie
+        k = len(done)
+        h = before[n] - before[k] if not partial else \
+            rest_of_node(k, partial[0], len(partial) - 1) + before[n] - before[k + 1]
+        if np.isfinite(h):
+            heapq.heappush(heap, (cost + h, tie, cost, done, n, partial))
+            tie += 1
+
     counts = _options(d.count[:N + 1], theta, width, allowed=np.arange(min(len(d.count), N + 1)) >= 1)
     stats.branched += len(counts) > 1
     for n, c in counts:
-        heap.append((c, tie, [], n, []))
-        tie += 1
-    heapq.heapify(heap)
+        push(c, [], n, [])
     while heap and stats.expanded < budget:
-        cost, _, done, n, partial = heapq.heappop(heap)
+        _, _, cost, done, n, partial = heapq.heappop(heap)
         stats.expanded += 1
         k = len(done)
         if k == n:
@@ -101,24 +130,15 @@ def best_first(d: Decisions, theta: float = 0.9, width: int = 3, budget: int = 2
                 stats.pruned += 1
             continue
         if not partial:  # the node's shape
-            options = _options(d.shapes[k], theta, width)
-            stats.branched += len(options) > 1
-            for s, c in options:
-                heapq.heappush(heap, (cost + c, tie, done, n, [s]))
-                tie += 1
+            stats.branched += len(shape_opts[k]) > 1
+            for s, c in shape_opts[k]:
+                push(cost + c, done, n, [s])
             continue
         shape, slots = partial[0], partial[1:]
         j = len(slots)
         if j == d.shape_slots[shape]:
-            heapq.heappush(heap, (cost, tie, done + [(shape, tuple(slots))], n, []))
-            tie += 1
+            push(cost, done + [(shape, tuple(slots))], n, [])
             continue
-        allowed = np.zeros(d.pointers.shape[-1], dtype=bool)
-        allowed[:M] = True
-        allowed[M:M + k] = True  # earlier nodes only
-        allowed[M + N:M + N + d.n_constants] = True
-        options = _options(d.pointers[k, j], theta, width, allowed)
-        stats.branched += len(options) > 1
-        for p, c in options:
-            heapq.heappush(heap, (cost + c, tie, done, n, [*partial, p]))
-            tie += 1
+        stats.branched += len(slot_opts[k][j]) > 1
+        for p, c in slot_opts[k][j]:
+            push(cost + c, done, n, [*partial, p])

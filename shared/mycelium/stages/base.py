@@ -32,11 +32,11 @@ from typing import ClassVar, Literal
 from pydantic import ValidationError
 
 from ..core.config import StageConfig
-from ..core.errors import ConfigError, IntegrityError, MyceliumError, RunNotFoundError, StoreError, TeacherError
+from ..core.errors import ConfigError, MyceliumError, RunNotFoundError, StoreError, TeacherError
 from ..core.keys import RUN_ITEM, RunKeys, item_of_commit
 from ..core.ledger import clear_failure, failed_items, record_failure
 from ..core.lineage import (Commit, Lineage, StageRecord, current_lineage, inputs_digest, mismatch, read_commit,
-                            read_record, with_inputs)
+                            read_record, verified_bytes, with_inputs)
 from ..core.store import Store, sha256
 from ..core.summary import StageSummary
 from .problems import problem_ids
@@ -192,11 +192,7 @@ class Stage(ABC):
 
     def read_verified(self, commit: Commit, key: str) -> bytes:
         """The bytes at ``key``, checked against the SHA-256 the commit recorded for them."""
-        if key not in commit.outputs:
-            raise IntegrityError(commit.item, f"{key} is not among the outputs {commit.stage} committed")
-        data = self.store.get(key)
-        if sha256(data) != commit.outputs[key]:
-            raise IntegrityError(commit.item, f"{key} changed since {commit.stage} committed it (sha256 differs)")
+        data = verified_bytes(self.store, commit, key)
         self.read[key] = commit.outputs[key]
         return data
 

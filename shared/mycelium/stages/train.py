@@ -67,7 +67,7 @@ def run_train(store: Store, run: str, out: Path, teacher, components: list[str],
     from ..students.model import StudentConfig
     import torch
 
-    from ..students.saved import build, save
+    from ..students.saved import build, save, write_trained_on
 
     opts = opts or TrainOptions()
     rank, _ = world()
@@ -82,6 +82,8 @@ def run_train(store: Store, run: str, out: Path, teacher, components: list[str],
     train_layers, placeholders = design.get("train_layers", 0), design.get("placeholders", False)
     encoded = frozen_features(teacher, questions, train_layers, progress=opts.progress and rank == 0,
                               placeholders=placeholders, cache=feature_cache)
+    if rank == 0:
+        write_trained_on(Path(out), {e["question"] for c in data for s in data[c].values() for e in s})
     baselines = Baselines({k: [e["target"] for e in data[k]["train"]] for k in COMPONENTS})  # fitted once
     results = {}
     for c in components:

@@ -117,6 +117,12 @@ def make_item(component: str, question: str, target: dict | None, enc: Encoded, 
     return item
 
 
+def program_targets(question: str, target: dict, vocab: Vocab) -> dict:
+    """C3's targets for a C3Target (as a dict) without an encoding: the pointer classes, shapes and count."""
+    item = Item(np.zeros((0, 0), dtype=np.float16), np.zeros((0, 2)), [])
+    return _program_targets(target, candidate_mentions(question), vocab, item) | {"skipped_slots": item.skipped_slots}
+
+
 def _program_targets(target: dict, spans: list[tuple[int, int]], vocab: Vocab, item: Item) -> dict:
     """C3: node count, and per node its template, shape and one pointer per slot (IGNORE where unlearnable).
 

@@ -21,6 +21,9 @@ from torch import nn
 from .data import CLAUSE_ROLES, FORMATS, IGNORE, ROLES, Vocab
 
 
+MAX_RANK = 32  # mention_order: the 32nd mention and later share one embedding
+
+
 @dataclass
 class StudentConfig:
     component: str
@@ -30,6 +33,7 @@ class StudentConfig:
     train_layers: int = 0
     placeholders: bool = False  # the backbone read the text with its numbers as N0, N1, … (encode.abstract_numbers)
     lora_rank: int = 0  # > 0: the top layers stay frozen and LoRA adapters of this rank on them are trained
+    mention_order: bool = False  # C3: each mention's key also carries its place among the mentions (1st, 2nd, ...)
     hidden: int = 256
     adapter_layers: int = 2
     heads: int = 4
@@ -83,6 +87,8 @@ class Student(nn.Module):
                 self.slots = nn.Parameter(torch.randn(v.max_operands, H) * 0.02)
                 self.slot_query, self.node_key, self.mention_key = nn.Linear(H, H), nn.Linear(H, H), nn.Linear(H, H)
                 self.constants = nn.Parameter(torch.randn(max(1, len(v.constants)), H) * 0.02)
+                if cfg.mention_order:
+                    self.mention_rank = nn.Embedding(MAX_RANK, H)
             else:
                 self.edge_from, self.edge_to = nn.Linear(H, H), nn.Linear(H, H)
         else:
@@ -128,6 +134,8 @@ class Student(nn.Module):
         if c == "C5":
             return {"edges": self.edge_from(nodes) @ self.edge_to(nodes).transpose(1, 2)}  # [B, N, N]
         m, m_mask = _pool(h, batch["mention_tokens"])  # [B, M, H]
+        if self.cfg.mention_order:
+            m = m + self.mention_rank(torch.arange(m.shape[1], device=h.device).clamp(max=MAX_RANK - 1))
         keys = torch.cat([self.mention_key(m), self.node_key(nodes),
                           self.constants.unsqueeze(0).expand(h.shape[0], -1, -1)], 1)  # [B, M + N + C, H]
         slot_q = self.slot_query(nodes.unsqueeze(2) + self.slots)  # [B, N, S, H]

@@ -106,3 +106,30 @@ def _plot(curve: list[dict], component: str, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+TRAINED_ON = "trained_on.txt"
+
+
+def write_trained_on(out: Path, questions) -> Path:
+    """``<out>/trained_on.txt``: the content hash (the problem id of ``records.datasets.problem_id``) of every
+    question the students read in training or validation, one per line, so evaluation can prove its test
+    problems are not among them. Extended, never shrunk: components trained into one directory in two runs."""
+    from ..records.datasets import problem_id
+
+    path = Path(out) / TRAINED_ON
+    ids = {problem_id(q) for q in questions}
+    if path.is_file():
+        ids |= set(path.read_text().split())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(i + "\n" for i in sorted(ids)))
+    return path
+
+
+def read_trained_on(models_dir: Path) -> set[str]:
+    path = Path(models_dir) / TRAINED_ON
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing, so no overlap check between the evaluation data and the training data "
+                          "is possible (students trained before it was written: retrain, or write it with "
+                          "`mycelium.students.saved.write_trained_on` from the training run's examples)")
+    return set(path.read_text().split())
