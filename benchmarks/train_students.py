@@ -53,9 +53,10 @@ def child(args) -> dict:
 
 
 def primary(component: str) -> str:
+    """The first metric early stopping watches (the others only break its ties)."""
     from mycelium.students.train import PRIMARY
 
-    return PRIMARY[component]
+    return PRIMARY[component][0]
 
 
 def report(runs: list[dict], out: Path) -> None:

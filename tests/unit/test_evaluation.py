@@ -9,7 +9,7 @@ import pytest
 from mycelium.core.config import CaptureConfig, IngestConfig
 from mycelium.core.errors import ConfigError
 from mycelium.evaluation.attribution import CATEGORIES, LADDER, attribute, oracle
-from mycelium.evaluation.evaluate import EvalOptions, check_overlap, evaluate
+from mycelium.evaluation.evaluate import EvalOptions, _resume_key, check_overlap, evaluate
 from mycelium.evaluation.grading import grade_many
 from mycelium.records.datasets import problem_id
 from mycelium.records.programs import Node, Pointer, Program
@@ -20,6 +20,9 @@ from mycelium.stages.capture import run_capture
 from ..conftest import SAMPLE, analyze_run, write_jsonl
 from .test_label_stage import labelled  # noqa: F401 - the tiny run, labelled and merged
 from .test_solver import decisions, students  # noqa: F401 - tiny students trained on it
+
+SOLUTION_FIELDS = ("id", "answer", "abstained", "reason", "confidence", "program", "nodes_expanded", "programs_tried",
+                   "ms", "trace")
 
 GRADER_TABLE = [
     ("18", "18", True), ("18", "18.0", True), ("18", "17", False),  # integers
@@ -159,3 +162,17 @@ def test_evaluate_end_to_end_with_attribution_and_the_ladder(students, labelled,
                  "attribution.png", "ladder.png"):
         assert (out / name).stat().st_size > 0, name
     assert "Oracle ladder" in (out / "report.md").read_text()
+    assert not (out / "solutions.partial.jsonl").exists()
+
+    # an interrupted evaluation resumes: the problems already solved (same weights, same options) are not redone
+    partial = [{"key": None, "id": x["id"], "solution": {k: v for k, v in x.items() if k in SOLUTION_FIELDS},
+                "rungs": None} for x in lines[:2]]
+    key = _resume_key(students, SolverOptions(flat=0.0, budget=100), EvalOptions(labels_run=None))
+    for row in partial:
+        row["key"], row["solution"]["answer"] = key, "424242"  # marked: only a resumed line can say this
+    (out / "solutions.partial.jsonl").write_text("".join(json.dumps(r) + "\n" for r in partial) + '{"cut off')
+    evaluate(students, data, out, tiny_teacher, SolverOptions(flat=0.0, budget=100),
+             EvalOptions(cot_limit=0, progress=False))
+    again = [json.loads(x) for x in (out / "solutions.jsonl").read_text().splitlines()]
+    assert [x["answer"] for x in again[:2]] == ["424242"] * 2 and len(again) == 6
+    assert [x["answer"] for x in again[2:]] == [x["answer"] for x in lines[2:]]

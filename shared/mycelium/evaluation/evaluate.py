@@ -11,7 +11,8 @@ run (``labels_run``: the evaluation problems captured with their reference solut
 wrong answer is attributed to a component and the oracle ladder is climbed (``attribution``).
 
 Outputs in ``out``: ``solutions.jsonl`` (one line per problem: the solver's answer, trace and grade),
-``metrics.json``, ``report.md`` and the PNGs (``report``).
+``metrics.json``, ``report.md`` and the PNGs (``report``). Solved problems are appended to
+``solutions.partial.jsonl`` as they come: an interrupted evaluation with the same weights and options resumes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from ..core.errors import ConfigError
 from ..records.datasets import BadRowError, read_dataset
-from ..solver.solve import Question, Solver
+from ..solver.solve import Question, Solution, Solver
 from .attribution import CATEGORIES, LADDER, attribute, ladder, teacher_programs
 from .grading import grade_many
 
@@ -99,8 +100,6 @@ def _rate(flags: list[bool]) -> float:
 
 def evaluate(models: Path, data: Path, out: Path, teacher, solver_options=None, options: EvalOptions | None = None,
              store=None, fmt: str = "auto") -> dict:
-    from tqdm import tqdm
-
     from ..students.saved import read_trained_on
     from .cot import cot_answers
     from .report import write_report
@@ -116,15 +115,8 @@ def evaluate(models: Path, data: Path, out: Path, teacher, solver_options=None, 
     teacher_progs = (teacher_programs(store, opts.labels_run, train_run, problems, opts.progress)
                      if opts.labels_run else {})
 
-    solutions, rungs = [], []
-    bar = tqdm(problems, desc="solve", unit="problem", disable=not opts.progress)
-    for p in bar:
-        reading = solver.read(Question(id=p.id, text=p.question))  # the text only: no answer, no solution
-        solutions.append(solver.answer(reading))
-        prog = teacher_progs.get(p.id)
-        has_program = opts.labels_run and prog is not None and not isinstance(prog, str)
-        rungs.append([s.answer for s in ladder(solver, reading, prog, solutions[-1])] if has_program else None)
-        bar.set_postfix(abstained=sum(s.abstained for s in solutions))
+    solutions, rungs = _solve_all(solver, problems, teacher_progs, out / "solutions.partial.jsonl",
+                                  _resume_key(models, solver.options, opts), opts.progress)
     grades = grade_many([(p.answer, s.answer) for p, s in zip(problems, solutions)])
     trivial = grade_many([(p.answer, last_number(p.question)) for p in problems])
 
@@ -145,64 +137,16 @@ def evaluate(models: Path, data: Path, out: Path, teacher, solver_options=None, 
         "grader": {"disagreements": sum(g.disagree for g in grades + cot_grades),
                    "math_verify_could_not_grade": sum(g.verify is None and s.answer is not None
                                                       for g, s in zip(grades, solutions))},
+        "by": _by_group(problems, grades, solutions, cot_grades),
+        "coverage_accuracy": _coverage_curve(solutions, grades),
     }
     if cot:
-        n = len(cot)
-        timed = [i for i, c in enumerate(cot) if c.batch == 1]  # latency: batch 1 only, on both sides
-        solver_ms, cot_ms = [solutions[i].ms for i in timed], [cot[i].ms for i in timed]
-        metrics["baselines"]["same backbone, chain of thought"] = {
-            "n": n, "accuracy": _rate([g.correct for g in cot_grades]),
-            "solver_accuracy_same_problems": _rate([g.correct for g in grades[:n]]),
-            "timed": len(timed), "latency_ms": _latency(cot_ms), "solver_latency_ms": _latency(solver_ms),
-            "speedup_mean": round(statistics.fmean(cot_ms) / statistics.fmean(solver_ms), 1) if timed else None,
-            "batched_ms_per_problem": round(statistics.fmean(c.ms for c in cot if c.batch > 1), 1)
-            if n > len(timed) else None,
-            "tokens_mean": round(statistics.fmean(c.tokens for c in cot), 1),
-            "truncated": sum(c.truncated for c in cot)}
-
-    by: dict = defaultdict(lambda: defaultdict(lambda: {"n": 0, "correct": 0, "answered": 0, "cot_n": 0, "cot_correct": 0}))
-    for i, (p, g, s) in enumerate(zip(problems, grades, solutions)):
-        for group, key in groups_of(p).items():
-            cell = by[group][key]
-            cell["n"] += 1
-            cell["correct"] += g.correct
-            cell["answered"] += not s.abstained
-            if i < len(cot):
-                cell["cot_n"] += 1
-                cell["cot_correct"] += cot_grades[i].correct
-    metrics["by"] = {g: dict(sorted(v.items(), key=lambda kv: (len(kv[0]), kv[0]))) for g, v in by.items()}
-
-    answered = sorted(((s.confidence, g.correct) for s, g in zip(solutions, grades) if not s.abstained), reverse=True)
-    curve = []
-    for tau in [x / 20 for x in range(20)]:
-        kept = [c for conf, c in answered if conf >= tau]
-        curve.append({"tau": tau, "coverage": round(len(kept) / len(problems), 4), "accuracy": _rate(kept)})
-    metrics["coverage_accuracy"] = curve
-
+        metrics["baselines"]["same backbone, chain of thought"] = _cot_metrics(cot, cot_grades, solutions, grades)
     categories: list[str | None] = [None] * len(problems)
     if opts.labels_run:
-        blame, every = Counter(), Counter()
-        for i, (p, g, s) in enumerate(zip(problems, grades, solutions)):
-            cat, found = attribute(s, teacher_progs.get(p.id, "no program"), g.correct)
-            categories[i] = cat
-            if cat:
-                blame[cat] += 1
-            every.update(found)
-        kept = [p for p in problems if not isinstance(teacher_progs.get(p.id), str)]
-        reasons = Counter(v for v in teacher_progs.values() if isinstance(v, str))
-        wrong = sum(not g.correct for g in grades)
-        metrics["attribution"] = {"labels_run": opts.labels_run, "teacher_programs": len(kept),
-                                  "teacher_rejected": dict(reasons.most_common()),
-                                  "wrong": wrong, "blamed": {c: blame.get(c, 0) for c in CATEGORIES},
-                                  "disagreements": dict(every.most_common())}
-        ladder_rows = []
-        rung_answers = [[s.answer for s in solutions]] + [
-            [r[k] if r else s.answer for r, s in zip(rungs, solutions)] for k in range(len(LADDER) - 1)]
-        for name, answers in zip(LADDER, rung_answers):
-            gs = grade_many([(p.answer, a) for p, a in zip(problems, answers)])
-            ladder_rows.append({"rung": name, "accuracy": _rate([g.correct for g in gs]),
-                                "accuracy_teacher_labelled": _rate([g.correct for g, r in zip(gs, rungs) if r])})
-        metrics["ladder"] = ladder_rows
+        metrics["attribution"], categories = _attribution(problems, grades, solutions, teacher_progs)
+        metrics["attribution"]["labels_run"] = opts.labels_run
+        metrics["ladder"] = _ladder(problems, solutions, rungs)
 
     with open(out / "solutions.jsonl", "w") as f:
         for p, s, g, cat in zip(problems, solutions, grades, categories):
@@ -213,5 +157,113 @@ def evaluate(models: Path, data: Path, out: Path, teacher, solver_options=None, 
             for c, g in zip(cot, cot_grades):
                 f.write(json.dumps(vars(c) | {"correct": g.correct}) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (out / "solutions.partial.jsonl").unlink(missing_ok=True)
     write_report(metrics, out, [s.ms for s in solutions], [c.ms for c in cot if c.batch == 1])
     return metrics
+
+
+def _resume_key(models: Path, solver_options, opts: EvalOptions) -> str:
+    """What a solved problem's line depends on: the weights, the solver's options, the labels run."""
+    import hashlib
+
+    weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(models).glob("*/model.safetensors"))
+    text = json.dumps([str(Path(models).resolve()), weights, vars(solver_options), opts.labels_run], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _solve_all(solver, problems: list, teacher_progs: dict, partial: Path, key: str, progress: bool):
+    """Every problem's Solution and, with teacher programs, its answers up the oracle ladder. Each problem is
+    appended to ``partial`` as it is solved, so an interrupted evaluation resumes where it stopped."""
+    from tqdm import tqdm
+
+    done = {}
+    if partial.is_file():
+        for line in partial.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # the line being written when it stopped
+                continue
+            if row.get("key") == key:
+                done[row["id"]] = row
+    solutions, rungs = [], []
+    with open(partial, "a") as f:
+        bar = tqdm(problems, desc="solve", unit="problem", disable=not progress)
+        for p in bar:
+            if p.id in done:
+                row = done[p.id]
+                solutions.append(Solution(**row["solution"]))
+                rungs.append(row["rungs"])
+                continue
+            reading = solver.read(Question(id=p.id, text=p.question))  # the text only: no answer, no solution
+            solutions.append(solver.answer(reading))
+            prog = teacher_progs.get(p.id)
+            has_program = prog is not None and not isinstance(prog, str)
+            rungs.append([s.answer for s in ladder(solver, reading, prog, solutions[-1])] if has_program else None)
+            f.write(json.dumps({"key": key, "id": p.id, "solution": solutions[-1].to_json(), "rungs": rungs[-1]}) + "\n")
+            f.flush()
+            bar.set_postfix(abstained=sum(s.abstained for s in solutions), resumed=len(done))
+    return solutions, rungs
+
+
+def _cot_metrics(cot: list, cot_grades: list, solutions: list, grades: list) -> dict:
+    n = len(cot)
+    timed = [i for i, c in enumerate(cot) if c.batch == 1]  # latency: batch 1 only, on both sides
+    solver_ms, cot_ms = [solutions[i].ms for i in timed], [cot[i].ms for i in timed]
+    return {"n": n, "accuracy": _rate([g.correct for g in cot_grades]),
+            "solver_accuracy_same_problems": _rate([g.correct for g in grades[:n]]),
+            "timed": len(timed), "latency_ms": _latency(cot_ms), "solver_latency_ms": _latency(solver_ms),
+            "speedup_mean": round(statistics.fmean(cot_ms) / statistics.fmean(solver_ms), 1) if timed else None,
+            "batched_ms_per_problem": round(statistics.fmean(c.ms for c in cot if c.batch > 1), 1)
+            if n > len(timed) else None,
+            "tokens_mean": round(statistics.fmean(c.tokens for c in cot), 1),
+            "truncated": sum(c.truncated for c in cot)}
+
+
+def _by_group(problems: list, grades: list, solutions: list, cot_grades: list) -> dict:
+    by: dict = defaultdict(lambda: defaultdict(lambda: {"n": 0, "correct": 0, "answered": 0, "cot_n": 0,
+                                                        "cot_correct": 0}))
+    for i, (p, g, s) in enumerate(zip(problems, grades, solutions)):
+        for group, key in groups_of(p).items():
+            cell = by[group][key]
+            cell["n"] += 1
+            cell["correct"] += g.correct
+            cell["answered"] += not s.abstained
+            if i < len(cot_grades):
+                cell["cot_n"] += 1
+                cell["cot_correct"] += cot_grades[i].correct
+    return {g: dict(sorted(v.items(), key=lambda kv: (len(kv[0]), kv[0]))) for g, v in by.items()}
+
+
+def _coverage_curve(solutions: list, grades: list) -> list[dict]:
+    """Answer only when the answer's probability is at least τ: coverage and accuracy when answered, per τ."""
+    answered = [(s.confidence, g.correct) for s, g in zip(solutions, grades) if not s.abstained]
+    curve = []
+    for tau in [x / 20 for x in range(20)]:
+        kept = [c for conf, c in answered if conf >= tau]
+        curve.append({"tau": tau, "coverage": round(len(kept) / len(solutions), 4), "accuracy": _rate(kept)})
+    return curve
+
+
+def _attribution(problems: list, grades: list, solutions: list, teacher_progs: dict) -> tuple[dict, list]:
+    blame, every, categories = Counter(), Counter(), []
+    for p, g, s in zip(problems, grades, solutions):
+        cat, found = attribute(s, teacher_progs.get(p.id, "no program"), g.correct)
+        categories.append(cat)
+        blame.update([cat] if cat else [])
+        every.update(found)
+    reasons = Counter(v for v in teacher_progs.values() if isinstance(v, str))
+    return {"teacher_programs": sum(not isinstance(teacher_progs.get(p.id), str) for p in problems),
+            "teacher_rejected": dict(reasons.most_common()), "wrong": sum(not g.correct for g in grades),
+            "blamed": {c: blame.get(c, 0) for c in CATEGORIES}, "disagreements": dict(every.most_common())}, categories
+
+
+def _ladder(problems: list, solutions: list, rungs: list) -> list[dict]:
+    """Accuracy per rung (rung 0: the students; problems without a teacher program keep the students' answer)."""
+    rows = []
+    answers = [[s.answer for s in solutions]] + [[r[k] if r else s.answer for r, s in zip(rungs, solutions)]
+                                                 for k in range(len(LADDER) - 1)]
+    for name, rung in zip(LADDER, answers):
+        gs = grade_many([(p.answer, a) for p, a in zip(problems, rung)])
+        rows.append({"rung": name, "accuracy": _rate([g.correct for g in gs]),
+                     "accuracy_teacher_labelled": _rate([g.correct for g, r in zip(gs, rungs) if r])})
+    return rows

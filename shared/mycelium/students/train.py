@@ -24,9 +24,15 @@ from .decode import collate, decode
 from .metrics import score
 from .model import Student
 
-#: The metric early stopping watches, per component (higher is better).
-PRIMARY = {"C1": "char_f1", "C2": "template_micro_f1", "C3": "operand_exact_match", "C4": "mention_accuracy",
-           "C5": "edge_f1", "C6": "format_accuracy"}
+#: The metrics early stopping watches, per component (higher is better), the later ones breaking ties of the
+#: earlier: C6's format is constant on GSM8K (every answer an integer), so its answer node decides there.
+PRIMARY = {"C1": ("char_f1",), "C2": ("template_micro_f1",), "C3": ("operand_exact_match", "node_count_accuracy"),
+           "C4": ("mention_accuracy",), "C5": ("edge_f1",), "C6": ("format_accuracy", "answer_node_accuracy")}
+
+
+def better(component: str, metrics: dict, best: dict) -> bool:
+    key = lambda m: tuple(m[k] for k in PRIMARY[component])  # noqa: E731
+    return key(metrics) > key(best)
 
 
 @dataclass
@@ -149,7 +155,7 @@ def train(model: Student, train_items: list[Item], val_items: list[Item], val_qu
             dist.broadcast_object_list(flag, src=0)
             metrics = flag[0]
         history.epochs.append({"epoch": epoch + 1, "loss": sum(losses) / max(1, len(losses)), **metrics})
-        if history.best_epoch < 0 or metrics[PRIMARY[c]] > history.best[PRIMARY[c]]:
+        if history.best_epoch < 0 or better(c, metrics, history.best):
             history.best_epoch, history.best, bad = epoch + 1, dict(metrics), 0
             best_state = copy.deepcopy(model.state_dict())
         else:
