@@ -32,6 +32,7 @@ GRADER_TABLE = [
     ("\\sqrt{2}", "sqrt(2)", True), ("\\frac{\\sqrt{3}}{2}", "sqrt(3)/2", True), ("3\\pi", "3*pi", True),  # LaTeX
     ("\\sqrt{2}", "2", False),
     ("12\\text{ cm}", "12", True), ("90^\\circ", "90", True), ("5\\%", "5", True), ("12\\text{ cm}", "13", False),
+    ("1,-2", "-1", False), ("1,000", "1000", True),  # a list is not a number with a thousands separator
     ("7", None, False),  # an abstention is wrong
 ]
 

@@ -88,7 +88,7 @@ def test_poisoned_answers_and_solutions_give_identical_outputs(students, tiny_te
         path = tmp_path / f"{name}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in data))
         args = type("A", (), dict(text=None, data=str(path), format="auto", limit=None, models=str(students),
-                                  backbone=None, json=True, theta=0.9, budget=200, max_programs=24, vote=1, fuse=0.0))()
+                                  backbone=None, json=True, theta=0.9, budget=200, width=3, max_programs=24, vote=1, fuse=0.0))()
         assert solve(args) == 0
         lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
         outputs.append([{k: v for k, v in x.items() if k != "ms"} for x in lines])

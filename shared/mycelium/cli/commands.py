@@ -268,7 +268,7 @@ def solve(args) -> int:
     if bool(args.text) == bool(args.data):
         raise ValueError("give one problem's text or --data FILE")
     solver = Solver(Path(args.models), load_teacher(args.backbone),
-                    SolverOptions(theta=args.theta, budget=args.budget, max_programs=args.max_programs, vote=args.vote,
+                    SolverOptions(theta=args.theta, width=args.width, budget=args.budget, max_programs=args.max_programs, vote=args.vote,
                                   fuse=args.fuse))
     if args.text:
         questions = [Question(id="cli", text=args.text)]
@@ -311,7 +311,7 @@ def evaluate(args) -> int:
                        cot_batch=args.cot_batch, drop_overlap=args.drop_overlap,
                        labels_run=args.labels_run, progress=not args.no_progress)
     m = run_evaluation(Path(args.models), Path(args.data), Path(args.out), load_teacher(args.backbone),
-                       SolverOptions(theta=args.theta, budget=args.budget, max_programs=args.max_programs, vote=args.vote,
+                       SolverOptions(theta=args.theta, width=args.width, budget=args.budget, max_programs=args.max_programs, vote=args.vote,
                                   fuse=args.fuse), opts,
                        store=_store(args) if args.labels_run else None, fmt=args.format)
     s = m["solver"]

@@ -12,6 +12,7 @@ with the safe grammar (never plain ``sympify``): typesetting is dropped (``\\$1,
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..core.sandbox import map_sandboxed
@@ -29,6 +30,18 @@ class Graded:
         return self.verify is not None and self.exact is not None and self.verify != self.exact
 
 
+_THOUSANDS = re.compile(r"[^,]*\d{1,3}(?:,\d{3})+(?:\.\d+)?[^,]*")
+
+
+def normal(text: str) -> str | None:
+    """The answer without typesetting (``clean_number``), or None when its commas are not thousands separators
+    (``1,-2`` is a list of two answers, not -1)."""
+    t = text.replace("{,}", ",")
+    if "," in t and not _THOUSANDS.fullmatch(t):
+        return None
+    return clean_number(t)
+
+
 def _exact_value(text: str):
     from fractions import Fraction
 
@@ -37,7 +50,9 @@ def _exact_value(text: str):
     from ..mathlang.latex import latex_to_plain
     from ..mathlang.safe_math import ParseError, parse
 
-    plain = clean_number(text)
+    plain = normal(text)
+    if plain is None:
+        return None
     try:
         f = Fraction(plain)
         return sympy.Rational(f.numerator, f.denominator)
@@ -64,8 +79,6 @@ def exact_equal(gold: str, pred: str) -> bool | None:
 
 def as_latex(pred: str) -> str:
     """The solver writes sympy's syntax (``sqrt(2)/2``, ``3*pi``); math-verify reads LaTeX or plain numbers."""
-    import re
-
     import sympy
 
     if "\\" in pred or not re.search(r"[A-Za-z]", pred):
@@ -97,7 +110,7 @@ def grade_many(pairs: list[tuple[str | None, str | None]], timeout_s: float = 10
             raise ValueError(f"pair {i}: no gold answer (evaluation needs one per problem)")
         if pred is None:
             out[i] = Graded(False, None, None)
-        elif clean_number(gold) == clean_number(pred):
+        elif normal(gold) is not None and normal(gold) == normal(pred):
             out[i] = Graded(True, True, True)
         else:
             todo.append(i)

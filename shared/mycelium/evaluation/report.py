@@ -116,6 +116,9 @@ def write_report(m: dict, out: Path, solver_ms: list[float], cot_ms: list[float]
                   f"{a['teacher_programs']} of {m['n']}. Wrong answers: {a['wrong']}.", "",
                   "| blamed (first disagreement, the framework's order) | wrong answers |", "|---|---|"]
         lines += [f"| {c} | {n} |" for c, n in a["blamed"].items()]
+        lines += ["", "C2's template set, C1 and C4 are in the trace but not inputs of this solver's search (C2 gates "
+                  "abstention, C3 chooses the program, unless `--fuse`): the blame says which component disagreed "
+                  "first in the framework's order; what fixing a component would buy is the oracle ladder below."]
         lines += ["", "Every disagreement with the teacher's labels (a problem can have several): " +
                   ", ".join(f"{c} {n}" for c, n in a["disagreements"].items()), "",
                   "## Oracle ladder", "", "| teacher's labels in place of | accuracy | on teacher-labelled problems |",
