@@ -177,3 +177,13 @@ def test_evaluate_end_to_end_with_attribution_and_the_ladder(students, labelled,
     again = [json.loads(x) for x in (out / "solutions.jsonl").read_text().splitlines()]
     assert [x["answer"] for x in again[:2]] == ["424242"] * 2 and len(again) == 6
     assert [x["answer"] for x in again[2:]] == [x["answer"] for x in lines[2:]]
+
+
+def test_bad_rows_are_named_counted_and_skipped(tmp_path):
+    from mycelium.evaluation.evaluate import read_problems
+
+    path = tmp_path / "test.jsonl"
+    path.write_text('{"question": "What is 1 + 1?", "answer": "#### 2"}\n{oops\n{"question": "What is 2 + 2?"}\n')
+    problems, bad = read_problems(path)
+    assert [p.question for p in problems] == ["What is 1 + 1?"]
+    assert len(bad) == 2 and "test.jsonl" in bad[0] and ":2" in bad[0] and ":3" in bad[1]

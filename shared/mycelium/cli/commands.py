@@ -314,8 +314,10 @@ def evaluate(args) -> int:
                        SolverOptions(theta=args.theta, width=args.width, budget=args.budget, max_programs=args.max_programs, vote=args.vote,
                                   fuse=args.fuse), opts,
                        store=_store(args) if args.labels_run else None, fmt=args.format)
+    for line in m["bad"]:
+        print(f"skipped: {line}", file=sys.stderr)
     s = m["solver"]
-    print(f"{m['n']} problems: solver accuracy {s['accuracy']:.3f} (coverage {s['coverage']:.3f}, "
+    print(f"{m['n']} problems ({m['bad_rows']} bad rows skipped): solver accuracy {s['accuracy']:.3f} (coverage {s['coverage']:.3f}, "
           f"median {s['latency_ms']['median']:.0f} ms)")
     for name, b in m["baselines"].items():
         extra = (f", median {b['latency_ms']['median']:.0f} ms at batch 1, solver {b['speedup_mean']}x faster"

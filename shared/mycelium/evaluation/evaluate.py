@@ -125,7 +125,7 @@ def evaluate(models: Path, data: Path, out: Path, teacher, solver_options=None, 
     cot_grades = grade_many([(p.answer, c.answer) for p, c in zip(problems, cot)])
 
     metrics: dict = {
-        "data": str(data), "models": str(models), "n": len(problems), "bad_rows": len(bad),
+        "data": str(data), "models": str(models), "n": len(problems), "bad_rows": len(bad), "bad": bad[:50],
         "overlap": {"trained_on": "trained_on.txt", "in_training": len(overlap), "dropped": len(overlap)},
         "solver": {"accuracy": _rate([g.correct for g in grades]),
                    "coverage": _rate([not s.abstained for s in solutions]),
