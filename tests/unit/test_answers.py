@@ -64,3 +64,11 @@ def test_sandbox_stops_runaway_code_within_its_limit():
     assert not r.ok and time.perf_counter() - t0 < 5
     r = run_sandboxed(_alloc, mem_mb=256)
     assert not r.ok and "memory" in r.error
+
+
+def test_a_list_is_not_a_number_with_thousands_separators():
+    from mycelium.mathlang.answers import grade, plain_answer
+
+    assert plain_answer("1,000") == "1000" and plain_answer("1,-2") is None
+    assert grade("1,200", "1200") == (True, None)
+    assert grade("1,-2", "1-2")[0] is not True  # not the same answer once the comma is dropped

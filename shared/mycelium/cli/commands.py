@@ -258,18 +258,25 @@ def train(args) -> int:
     return 0
 
 
+def solver_options(args):
+    """The search's options of ``solve`` and ``evaluate``."""
+    from ..solver.solve import SolverOptions
+
+    return SolverOptions(theta=args.theta, width=args.width, budget=args.budget, max_programs=args.max_programs,
+                         vote=args.vote, fuse=args.fuse)
+
+
 def solve(args) -> int:
     from pathlib import Path
 
     from ..records.datasets import BadRowError, read_dataset
-    from ..solver.solve import Question, Solver, SolverOptions
+    from ..solver.solve import Question, Solver
     from ..teacher.model import load_teacher
 
     if bool(args.text) == bool(args.data):
         raise ValueError("give one problem's text or --data FILE")
     solver = Solver(Path(args.models), load_teacher(args.backbone),
-                    SolverOptions(theta=args.theta, width=args.width, budget=args.budget, max_programs=args.max_programs, vote=args.vote,
-                                  fuse=args.fuse))
+                    solver_options(args))
     if args.text:
         questions = [Question(id="cli", text=args.text)]
     else:
@@ -303,7 +310,6 @@ def evaluate(args) -> int:
 
     from ..evaluation.evaluate import EvalOptions
     from ..evaluation.evaluate import evaluate as run_evaluation
-    from ..solver.solve import SolverOptions
     from ..teacher.model import load_teacher
 
     opts = EvalOptions(limit=args.limit, cot_limit=args.cot_limit if args.baseline == "cot" else 0,
@@ -311,8 +317,7 @@ def evaluate(args) -> int:
                        cot_batch=args.cot_batch, drop_overlap=args.drop_overlap,
                        labels_run=args.labels_run, progress=not args.no_progress)
     m = run_evaluation(Path(args.models), Path(args.data), Path(args.out), load_teacher(args.backbone),
-                       SolverOptions(theta=args.theta, width=args.width, budget=args.budget, max_programs=args.max_programs, vote=args.vote,
-                                  fuse=args.fuse), opts,
+                       solver_options(args), opts,
                        store=_store(args) if args.labels_run else None, fmt=args.format)
     for line in m["bad"]:
         print(f"skipped: {line}", file=sys.stderr)

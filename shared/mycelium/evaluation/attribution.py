@@ -44,7 +44,7 @@ from ..programs.execute import same_value
 from ..records.analysis import SignalsRecord, StepRecord
 from ..records.programs import Program
 from ..solver.search import Decisions
-from ..students.data import IGNORE, candidate_mentions, program_targets
+from ..students.data import IGNORE, pad_pointers, program_targets
 
 CATEGORIES = ("TEACHER", "C1 segmentation", "C2 classification", "C4 roles", "C6 selection", "C3 extraction",
               "C5 dependency", "execution", "abstained")
@@ -175,7 +175,8 @@ def ladder(solver, reading, program: Program, students) -> list:
     from ..programs.examples import answer_format, targets
 
     y = program_targets(reading.question.text, targets(program)["C3"].model_dump(), solver.vocab)
-    M = len(candidate_mentions(reading.question.text))
+    M = reading.decisions.n_mentions  # C3 pads a problem without mentions to one slot, as in training
+    y["pointers"] = pad_pointers(y["pointers"], len(reading.spans), M)
     gated = students.abstained and "C2" in (students.reason or "")
     out = [solver.answer(reading, gate=False) if gated else students]
     for level in range(2, len(LADDER)):

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from ..core.sandbox import map_sandboxed
-from ..mathlang.answers import clean_number, verify_equal
+from ..mathlang.answers import plain_answer, verify_equal
 
 
 @dataclass(frozen=True)
@@ -30,18 +30,6 @@ class Graded:
         return self.verify is not None and self.exact is not None and self.verify != self.exact
 
 
-_THOUSANDS = re.compile(r"[^,]*\d{1,3}(?:,\d{3})+(?:\.\d+)?[^,]*")
-
-
-def normal(text: str) -> str | None:
-    """The answer without typesetting (``clean_number``), or None when its commas are not thousands separators
-    (``1,-2`` is a list of two answers, not -1)."""
-    t = text.replace("{,}", ",")
-    if "," in t and not _THOUSANDS.fullmatch(t):
-        return None
-    return clean_number(t)
-
-
 def _exact_value(text: str):
     from fractions import Fraction
 
@@ -50,7 +38,7 @@ def _exact_value(text: str):
     from ..mathlang.latex import latex_to_plain
     from ..mathlang.safe_math import ParseError, parse
 
-    plain = normal(text)
+    plain = plain_answer(text)
     if plain is None:
         return None
     try:
@@ -110,7 +98,7 @@ def grade_many(pairs: list[tuple[str | None, str | None]], timeout_s: float = 10
             raise ValueError(f"pair {i}: no gold answer (evaluation needs one per problem)")
         if pred is None:
             out[i] = Graded(False, None, None)
-        elif normal(gold) is not None and normal(gold) == normal(pred):
+        elif plain_answer(gold) is not None and plain_answer(gold) == plain_answer(pred):
             out[i] = Graded(True, True, True)
         else:
             todo.append(i)

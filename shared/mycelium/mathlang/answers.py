@@ -47,6 +47,18 @@ def clean_number(s: str) -> str:
     return _LATEX_NOISE.sub("", s).replace(",", "").strip().rstrip(".")
 
 
+_THOUSANDS = re.compile(r"[^,]*\d{1,3}(?:,\d{3})+(?:\.\d+)?[^,]*")
+
+
+def plain_answer(text: str) -> str | None:
+    """The answer without typesetting (``clean_number``), or None when its commas are not thousands separators
+    (``1,-2`` is a list of two answers, not -1)."""
+    t = text.replace("{,}", ",")
+    if "," in t and not _THOUSANDS.fullmatch(t):
+        return None
+    return clean_number(t)
+
+
 def extract_answer(cot: str) -> str | None:
     """The CoT's final answer: last \\boxed{}, else '#### x', else 'answer is x', else last number."""
     boxed = last_boxed(cot)
@@ -85,7 +97,7 @@ def grade(gold: str | None, pred: str | None, timeout_s: float = 5.0) -> tuple[b
         return None, "no gold answer"
     if pred is None:
         return False, "no answer in CoT"
-    if clean_number(gold) == clean_number(pred):
+    if plain_answer(gold) is not None and plain_answer(gold) == plain_answer(pred):
         return True, None
     result = run_sandboxed(verify_equal, gold, pred, timeout_s=timeout_s)
     if not result.ok:

@@ -117,6 +117,15 @@ def make_item(component: str, question: str, target: dict | None, enc: Encoded, 
     return item
 
 
+def pad_pointers(pointers: np.ndarray, n_mentions: int, width: int) -> np.ndarray:
+    """Pointer classes of a problem with ``n_mentions`` mentions, in a batch padded to ``width`` mention slots:
+    the node and constant classes move up by the padding."""
+    p = pointers.copy()
+    shift = (p != IGNORE) & (p >= n_mentions)
+    p[shift] += width - n_mentions
+    return p
+
+
 def program_targets(question: str, target: dict, vocab: Vocab) -> dict:
     """C3's targets for a C3Target (as a dict) without an encoding: the pointer classes, shapes and count."""
     item = Item(np.zeros((0, 0), dtype=np.float16), np.zeros((0, 2)), [])

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..analysis.text import clause_spans
-from .data import CLAUSE_ROLES, FORMATS, IGNORE, ROLES, Item, Vocab, candidate_mentions
+from .data import CLAUSE_ROLES, FORMATS, IGNORE, ROLES, Item, Vocab, candidate_mentions, pad_pointers
 
 
 def collate(items: list[Item], component: str, device="cpu") -> dict:
@@ -54,12 +54,7 @@ def collate(items: list[Item], component: str, device="cpu") -> dict:
         y["n_nodes"] = torch.tensor([it.y["n_nodes"] for it in items])
         y["shape"] = torch.from_numpy(np.stack([it.y["shape"] for it in items])).long()
         y["template"] = torch.from_numpy(np.stack([it.y["template"] for it in items])).long()
-        pointers = []
-        for it in items:
-            p = it.y["pointers"].copy()
-            shift = (p != IGNORE) & (p >= len(it.mention_tokens))
-            p[shift] += M - len(it.mention_tokens)
-            pointers.append(p)
+        pointers = [pad_pointers(it.y["pointers"], len(it.mention_tokens), M) for it in items]
         y["pointers"] = torch.from_numpy(np.stack(pointers)).long()
     batch["y"] = {k: v.to(device) for k, v in y.items()}
     return batch
