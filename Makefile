@@ -46,6 +46,9 @@ run: $(STAMP)
 	$(BIN)/mycelium train --run $(RUN) --epochs $(EPOCHS) --batch-size 8
 	# The students answer three bundled problems from their text alone (students this small mostly abstain or miss).
 	$(BIN)/mycelium solve --models models/$(RUN) --data $(DATA) --limit 3
+	# One round of the self-improving loop: the students label what they solve, the teacher is asked about the rest.
+	$(BIN)/mycelium improve --run $(RUN) --rounds 1 --epochs $(EPOCHS) --batch-size 8 --mop-up-limit 4 \
+		--mop-up-max-new-tokens 128
 
 students: $(STAMP)
 	$(BIN)/mycelium capture --data $(TRAIN_DATA) --run $(TRAIN_RUN) $(if $(LIMIT),--limit $(LIMIT))

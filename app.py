@@ -42,7 +42,8 @@ def build(app: cdk.App) -> dict[str, cdk.Stack]:
     gpu.add_stack_dependency(storage)
     orchestration = OrchestrationStack(
         app, "MyceliumOrchestration", bucket_name=bucket_name, env=env, function_names=processing.function_names,
-        job_queue=gpu.queue, job_definition=gpu.job_definition, name_prefix=name_prefix)
+        job_queue=gpu.queue, job_definition=gpu.job_definition, train_queue=gpu.train_queue,
+        train_job_definition=gpu.train_job_definition, name_prefix=name_prefix)
     orchestration.add_stack_dependency(processing)
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))  # findings fail the synth
     return {"storage": storage, "processing": processing, "gpu_workers": gpu, "orchestration": orchestration}

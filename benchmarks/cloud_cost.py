@@ -16,11 +16,18 @@ captures ``n`` GSM8K train problems with the embedded teacher first.
 GPU hours are ``problems / capture-rate``: pass the rate measured on the GPU
 you deploy (the default is the embedded teacher's rate on 2 CPU cores,
 benchmarks/capture.py). Prices are us-east-1 on-demand list prices; edit PRICES.
+
+The second half: the label handler is timed on the same chunks (after discover), merge once; with ``--loop
+runs/<run>/rounds/improve.json`` (a ``mycelium improve`` report) the training, the solver on the val problems,
+the students' labels and the teacher's mop-up are costed from that loop's measured per-item times, for
+``--rounds`` improvement rounds. Those were measured on this machine's CPU: training and mop-up generation on
+a g5 are faster, so their rows are upper bounds; the solver's rows are Lambda CPU time, as measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -35,7 +42,7 @@ PRICES = {  # USD, us-east-1 on-demand list prices
     "lambda_gb_s": 0.0000166667, "lambda_request": 0.20 / 1e6,
     "sfn_transition": 0.025 / 1000,
     "s3_gb_month": 0.023, "s3_put": 0.005 / 1000, "s3_get": 0.0004 / 1000,
-    "g5_xlarge_hour": 1.006,
+    "g5_xlarge_hour": 1.006, "g5_48xlarge_hour": 16.288,
 }
 BUCKET = "mycelium-cost"
 
@@ -62,17 +69,22 @@ def main() -> int:
     ap.add_argument("--problems", type=int, default=10000, help="the run size to cost")
     ap.add_argument("--capture-rate", type=float, default=2.08, help="problems/s of one capture worker")
     ap.add_argument("--ib-exponent", type=float, default=1.32, help="discover time ~ steps^k (benchmarks/ib.py)")
+    ap.add_argument("--loop", default=None, help="a `mycelium improve` report (rounds/improve.json) to cost the "
+                                                  "training, the solver and the mop-up from")
+    ap.add_argument("--rounds", type=int, default=2, help="improvement rounds to cost (with --loop)")
     args = ap.parse_args()
 
     import boto3
     from moto import mock_aws
 
-    from mycelium.core.config import AggregateConfig, AnalyzeConfig, DiscoverConfig
+    from mycelium.core.config import AggregateConfig, AnalyzeConfig, DiscoverConfig, LabelConfig, MergeConfig
     from mycelium.core.keys import RunKeys, item_of_commit
     from mycelium.core.store import open_store
     from mycelium.stages.aggregate import AggregateStage
     from mycelium.stages.analyze import AnalyzeStage
     from mycelium.stages.discover import DiscoverStage
+    from mycelium.stages.label import LabelStage
+    from mycelium.stages.merge import MergeStage
     from stacks.processing import STAGES
     from tests.conftest import load_handler
 
@@ -97,7 +109,8 @@ def main() -> int:
                 s3.put(key, blob)
         # as a cloud run's start does (mycelium.cloud.run.start_run): the later stages' records
         for stage in (AnalyzeStage(s3, run, AnalyzeConfig(progress=False)), AggregateStage(s3, run, AggregateConfig()),
-                      DiscoverStage(s3, run, DiscoverConfig(progress=False))):
+                      DiscoverStage(s3, run, DiscoverConfig(progress=False)), LabelStage(s3, run, LabelConfig(
+                          progress=False)), MergeStage(s3, run, MergeConfig())):
             stage.begin()
         analyze = load_handler("analyze").handler
         times = []
@@ -113,6 +126,15 @@ def main() -> int:
         t_dis = time.perf_counter() - t0
         out_bytes = sum(len(s3.get(k)) for k in s3.list(f"{run}/") if k.split("/")[1] in ("signals", "steps"))
         ib_bytes = sum(len(s3.get(k)) for k in s3.list(f"{run}/ib/"))
+        label = load_handler("label").handler
+        label_times = []
+        for pid in pids:
+            t0 = time.perf_counter()
+            label({"run": run, "item_key": f"runs/{keys.commit('analyze', pid)}"})
+            label_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        load_handler("merge").handler({"run": run})
+        t_merge = time.perf_counter() - t0
 
     n, N = len(pids), args.problems
     ms = statistics.mean(times) * 1000
@@ -142,6 +164,15 @@ def main() -> int:
         ("S3 requests", "capture 3 PUT; analyze 4 GET, 3 PUT (+1 DELETE, free) per problem",
          f"{11 * N:,} requests", N * (6 * PRICES["s3_put"] + 4 * PRICES["s3_get"])),
     ]
+    label_ms = statistics.mean(label_times) * 1000
+    rows += [
+        ("label Lambda", f"{N:,} x {label_ms:.0f} ms x {gb['label']:.0f} GB", f"{N * label_ms / 1000 * gb['label']:,.0f} GB-s",
+         N * label_ms / 1000 * gb["label"] * PRICES["lambda_gb_s"] + N * PRICES["lambda_request"]),
+        ("merge Lambda", f"{t_merge:.2f} s for {n} problems, linear", f"{t_merge * N / n * gb['merge']:,.0f} GB-s",
+         t_merge * N / n * gb["merge"] * PRICES["lambda_gb_s"]),
+    ]
+    if args.loop:
+        rows += loop_rows(json.loads(Path(args.loop).read_text()), N, args.rounds, gb)
     print(f"measured on {n} chunks of run {run!r}; costed for {N:,} problems")
     print(f"{'item':28} {'basis':58} {'quantity':>18} {'USD':>8}")
     for item, basis, qty, usd in rows:
@@ -151,6 +182,37 @@ def main() -> int:
           f"({ms / (STAGES['analyze'].timeout_min * 60000):.5f}); discover at N needs ~{t_dis * scale:.0f} s of "
           f"{STAGES['discover'].timeout_min * 60} s ({t_dis * scale / (STAGES['discover'].timeout_min * 60):.2f})")
     return 0
+
+
+def loop_rows(report: dict, N: int, rounds: int, gb: dict) -> list[tuple]:
+    """Round 0 (train, the solver on val) and ``rounds`` improvement rounds (the students' labels on the training
+    problems, the teacher's mop-up, train, val), for N problems, from a loop's measured per-item times."""
+    rows, r0 = [], report["rounds"][0]
+    later = [r for r in report["rounds"][1:] if "seconds" in r and "students" in r]
+    n_train, n_val = report["problems"], report["val_problems"]
+    val_share = n_val / (n_train + n_val)
+    train_per_problem = r0["seconds"]["train_s"] / n_train  # the six students, their epochs, per training problem
+    solve_s = r0["solve_ms_mean"] / 1000
+    student_s = statistics.mean(r["seconds"]["students_s"] / r["students"]["tried"] for r in later) if later else solve_s
+    asked = [r["mop_up"]["asked"] for r in later]
+    mop_s = (statistics.mean(r["seconds"]["mop_up_s"] / r["mop_up"]["asked"] for r in later if r["mop_up"]["asked"])
+             if any(asked) else 0.0)
+    mop_share = statistics.mean(a / n_train for a in asked) if asked else 0.0
+    trains, vals = 1 + rounds, 1 + rounds
+    train_h = trains * N * (1 - val_share) * train_per_problem / 3600
+    gbs_val = vals * N * val_share * solve_s * gb["solve"]
+    gbs_students = rounds * N * (1 - val_share) * student_s * gb["solve"]
+    mop_h = rounds * N * (1 - val_share) * mop_share * mop_s / 3600
+    return [
+        ("Batch train (g5.48xlarge)", f"{trains} x {N * (1 - val_share):,.0f} problems x {train_per_problem:.2f} s "
+         "(2-core CPU: an upper bound)", f"{train_h:.2f} h", train_h * PRICES["g5_48xlarge_hour"]),
+        ("solve Lambda, val", f"{vals} x {N * val_share:,.0f} x {solve_s * 1000:.0f} ms x {gb['solve']:.0f} GB",
+         f"{gbs_val:,.0f} GB-s", gbs_val * PRICES["lambda_gb_s"]),
+        ("solve Lambda, student labels", f"{rounds} x {N * (1 - val_share):,.0f} x {student_s * 1000:.0f} ms x "
+         f"{gb['solve']:.0f} GB", f"{gbs_students:,.0f} GB-s", gbs_students * PRICES["lambda_gb_s"]),
+        ("Batch mop-up capture (g5.xlarge)", f"{rounds} x {100 * mop_share:.1f} % asked x {mop_s:.1f} s "
+         "(generated CoT, 2-core CPU: an upper bound)", f"{mop_h:.2f} GPU-h", mop_h * PRICES["g5_xlarge_hour"]),
+    ]
 
 
 if __name__ == "__main__":

@@ -4,7 +4,15 @@
       -> Capture (Batch .sync array job, one element per shard; a plain job for one shard)
       -> Analyze (Distributed Map over runs/<run>/commits/capture/: one item per committed chunk, S3
                   ListObjectsV2 item reader, max concurrency, tolerated failure %, results to runs/_map-results/)
-      -> Aggregate (Lambda) -> Discover (Lambda) -> Finish (Lambda: status/run.json) -> Succeed
+      -> Aggregate (Lambda) -> Discover (Lambda)
+      -> Label (Distributed Map over runs/<run>/commits/analyze/, the label Lambda) -> round 0:
+      -> Merge (Lambda) -> Train (Batch .sync: the multi-GPU job definition, torchrun over the instance's GPUs)
+      -> Plan (Lambda) -> Evaluate (Distributed Map of the solver Lambda over the val problems' parts)
+      -> Report (Lambda: grades the parts, the per-round table, the decision)
+      -> Improve? (Choice on the decision) -- yes: NextRound -> SolveTrain (Distributed Map of the solver Lambda:
+         round k-1's students label the training problems) -> MopUp (Lambda: the still-failing problems become
+         run <run>.mopup-r<k>) -> [its Prepare -> Capture -> Analyze map -> Label map] -> Merge (round k) -> Train
+         -> Plan -> Evaluate -> Report -> Improve? ...; no: Finish (Lambda: status/run.json) -> Succeed
 
 Every task catches ``States.ALL`` into the failure path, which records the error and
 cause in ``status/run.json`` and fails the execution with them. Lambda throttling
@@ -59,16 +67,18 @@ COMMITTED_CHUNKS = "commits/capture/"
 
 
 class CommittedItemsReader(sfn.S3ObjectsItemReader):
-    """Lists ``runs/<run>/commits/capture/`` (one object per committed chunk); ListBucket under that prefix only."""
+    """Lists ``runs/<run>/commits/<stage>/`` (one object per committed item: capture's chunks, analyze's problems);
+    ListBucket under that prefix only. ``run``: the JSONPath of the run (a mop-up run's is ``$.mopup.run``)."""
 
-    def __init__(self, bucket: s3.IBucket):
-        super().__init__(bucket=bucket, prefix=sfn.JsonPath.format(f"{RUNS_PREFIX}/{{}}/{COMMITTED_CHUNKS}",
-                                                                     sfn.JsonPath.string_at("$.run")))
+    def __init__(self, bucket: s3.IBucket, of: str = "capture", run: str = "$.run"):
+        self._prefix = f"commits/{of}/"
+        super().__init__(bucket=bucket, prefix=sfn.JsonPath.format(f"{RUNS_PREFIX}/{{}}/{self._prefix}",
+                                                                     sfn.JsonPath.string_at(run)))
         self._bucket_arn = bucket.bucket_arn
 
     def provide_policy_statements(self) -> list[iam.PolicyStatement]:
         return [iam.PolicyStatement(actions=["s3:ListBucket"], resources=[self._bucket_arn],
-                                    conditions={"StringLike": {"s3:prefix": [f"{RUNS_PREFIX}/*/{COMMITTED_CHUNKS}*"]}})]
+                                    conditions={"StringLike": {"s3:prefix": [f"{RUNS_PREFIX}/*/{self._prefix}*"]}})]
 
 
 def manifest_pattern(bucket_name: str) -> events.EventPattern:
@@ -82,8 +92,10 @@ def manifest_pattern(bucket_name: str) -> events.EventPattern:
 class OrchestrationStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, bucket_name: str,
                  function_names: dict[str, str], job_queue: batch.IJobQueue,
-                 job_definition: batch.IJobDefinition, name_prefix: str = "mycelium", **kwargs) -> None:
+                 job_definition: batch.IJobDefinition, train_queue: batch.IJobQueue,
+                 train_job_definition: batch.IJobDefinition, name_prefix: str = "mycelium", **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        self.train_queue, self.train_job_definition = train_queue, train_job_definition
         self.bucket = s3.Bucket.from_bucket_name(self, "Runs", bucket_name)
         # By name (the processing stack names its functions): ARNs and grants stay literal and reviewable.
         self.function_names = dict(function_names)
@@ -115,7 +127,7 @@ class OrchestrationStack(Stack):
         finish = guarded(self._invoke("Finish", "finish", {
             "run.$": "$.run", "state": "succeeded",
             "outputs": {"ingest.$": "$.ingest", "aggregate.$": "$.aggregate", "discover.$": "$.discover",
-                        "analyze.$": "$.analyze"},
+                        "analyze.$": "$.analyze", "improve.$": "$.report"},
         }, result_path="$.finish"))
 
         shards = sfn.Choice(self, "HowManyShards?")
@@ -123,7 +135,10 @@ class OrchestrationStack(Stack):
         shards.otherwise(capture_one)
         capture_one.next(analyze)
         capture_array.next(analyze)
-        analyze.next(aggregate).next(discover).next(finish).next(sfn.Succeed(self, "RunSucceeded"))
+        label = guarded(self._committed_map("Label", "label", of="analyze", result_path="$.label"))
+        analyze.next(aggregate).next(discover).next(label)
+        label.next(self._second_half(guarded, finish))
+        finish.next(sfn.Succeed(self, "RunSucceeded"))
         definition = parse.next(ingest).next(prepare).next(shards)
 
         log_group = logs.LogGroup(self, "StateMachineLogs", retention=logs.RetentionDays.ONE_MONTH)
@@ -137,6 +152,75 @@ class OrchestrationStack(Stack):
         self._trigger(bucket_name)
         self._acknowledge()
 
+    def _second_half(self, guarded, finish: sfn.IChainable) -> sfn.IChainable:
+        """Round 0 (merge, train, evaluate, report), then the improvement rounds while the report says so."""
+        start = sfn.Pass(self, "StartLoop", result=sfn.Result.from_number(0), result_path="$.round")
+        merge = guarded(self._invoke("Merge", "merge", {"run.$": "$.run", "round.$": "$.round"}, result_path="$.merge"))
+        train = guarded(self._train_job())
+        plan = guarded(self._invoke("Plan", "improve", {"run.$": "$.run", "round.$": "$.round", "action": "plan"},
+                                    result_path="$.plan"))
+        evaluate = guarded(self._solve_map("Evaluate", "val", "$.plan.val_parts"))
+        report = guarded(self._invoke("Report", "improve", {"run.$": "$.run", "round.$": "$.round",
+                                                            "action": "report"}, result_path="$.report"))
+        next_round = sfn.Pass(self, "NextRound", input_path="$.report.next_round", result_path="$.round")
+        solve_train = guarded(self._solve_map("SolveTrain", "train", "$.plan.train_parts"))
+        mop_up = guarded(self._invoke("MopUp", "improve", {"run.$": "$.run", "round.$": "$.round",
+                                                           "action": "mop-up"}, result_path="$.mopup"))
+        stop = guarded(self._invoke("ReportNothingNew", "improve", {
+            "run.$": "$.run", "round.$": "$.round", "action": "report", "nothing_new": True}, result_path="$.report"))
+        # The mop-up run: the teacher's generated CoT on the failures, captured, analysed and labelled as a run is.
+        prepare = guarded(self._capture_job("PrepareMopUp", mode="prepare", run="$.mopup.run"))
+        capture_one = guarded(self._capture_job("CaptureMopUpShard", run="$.mopup.run"))
+        capture_array = guarded(self._capture_job("CaptureMopUpShards", run="$.mopup.run",
+                                                  array_size=sfn.JsonPath.number_at("$.mopup.shards")))
+        analyze = guarded(self._committed_map("AnalyzeMopUp", "analyze", of="capture", run="$.mopup.run",
+                                              result_path="$.mopup_analyze"))
+        label = guarded(self._committed_map("LabelMopUp", "label", of="analyze", run="$.mopup.run",
+                                            result_path="$.mopup_label"))
+        shards = sfn.Choice(self, "MopUpShards?")
+        shards.when(sfn.Condition.number_greater_than("$.mopup.shards", 1), capture_array)
+        shards.otherwise(capture_one)
+        capture_one.next(analyze)
+        capture_array.next(analyze)
+        analyze.next(label).next(merge)
+        prepare.next(shards)
+        new = sfn.Choice(self, "AnythingNew?")
+        new.when(sfn.Condition.boolean_equals("$.mopup.new", False), stop)
+        new.when(sfn.Condition.number_greater_than("$.mopup.asked", 0), prepare)
+        new.otherwise(merge)
+        stop.next(finish)
+        improve = sfn.Choice(self, "Improve?")
+        improve.when(sfn.Condition.boolean_equals("$.report.continue", True),
+                     next_round.next(solve_train).next(mop_up).next(new))
+        improve.otherwise(finish)
+        merge.next(train).next(plan).next(evaluate).next(report).next(improve)
+        return start.next(merge)
+
+    def _train_job(self) -> tasks.BatchSubmitJob:
+        """The round's students on one multi-GPU instance (``gpu_workers/train``: torchrun over its GPUs)."""
+        return tasks.BatchSubmitJob(
+            self, "Train", job_name="mycelium-train", job_queue_arn=self.train_queue.job_queue_arn,
+            job_definition_arn=self.train_job_definition.job_definition_arn,
+            payload=sfn.TaskInput.from_object({"run.$": "$.run"}),
+            container_overrides=tasks.BatchContainerOverrides(environment={
+                "MYCELIUM_ROUND": sfn.JsonPath.format("{}", sfn.JsonPath.string_at("$.round"))}),
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            result_selector={"job_id.$": "$.JobId", "status.$": "$.Status"}, result_path="$.train",
+        )
+
+    def _solve_map(self, name: str, split: str, parts: str) -> sfn.DistributedMap:
+        """The solver Lambda over the parts of the val problems (``val``) or the training problems (``train``)."""
+        item = sfn.DistributedMap(
+            self, name, items_path=parts,
+            item_selector={"run.$": "$.run", "round.$": "$.round", "split": split, "part.$": "$$.Map.Item.Value"},
+            max_concurrency_path="$.ingest.map.max_concurrency",
+            tolerated_failure_percentage_path="$.ingest.map.tolerated_failure_percentage",
+            map_execution_type=sfn.StateMachineType.STANDARD, result_path=sfn.JsonPath.DISCARD,
+        )
+        item.item_processor(self._invoke(f"{name}Part", "solve", {
+            "run.$": "$.run", "round.$": "$.round", "split.$": "$.split", "part.$": "$.part"}, result_path="$.solved"))
+        return item
+
     def _invoke(self, name: str, stage: str, payload: dict, result_path: str) -> tasks.LambdaInvoke:
         task = tasks.LambdaInvoke(
             self, name, lambda_function=self.functions[stage], payload=sfn.TaskInput.from_object(payload),
@@ -146,21 +230,25 @@ class OrchestrationStack(Stack):
                        max_delay=Duration.seconds(60), jitter_strategy=sfn.JitterType.FULL)
         return task
 
-    def _capture_job(self, name: str, mode: str = "shard", array_size=None) -> tasks.BatchSubmitJob:
+    def _capture_job(self, name: str, mode: str = "shard", array_size=None, run: str = "$.run") -> tasks.BatchSubmitJob:
         return tasks.BatchSubmitJob(
             self, name, job_name=f"mycelium-capture-{mode}",
             job_queue_arn=self.job_queue.job_queue_arn, job_definition_arn=self.job_definition.job_definition_arn,
-            payload=sfn.TaskInput.from_object({"run.$": "$.run"}),  # Batch Parameters: Ref::run in the command
+            payload=sfn.TaskInput.from_object({"run.$": run}),  # Batch Parameters: Ref::run in the command
             container_overrides=tasks.BatchContainerOverrides(environment={"MYCELIUM_CAPTURE_MODE": mode}),
             array_size=array_size, integration_pattern=sfn.IntegrationPattern.RUN_JOB,
             result_selector={"job_id.$": "$.JobId", "status.$": "$.Status"}, result_path=f"$.{name[0].lower() + name[1:]}",
         )
 
     def _analyze_map(self) -> sfn.DistributedMap:
+        return self._committed_map("Analyze", "analyze", of="capture", result_path="$.analyze")
+
+    def _committed_map(self, name: str, stage: str, of: str, result_path: str, run: str = "$.run") -> sfn.DistributedMap:
+        """``stage``'s Lambda over the committed items of ``of`` in the run at ``run``."""
         item = sfn.DistributedMap(
-            self, "Analyze",
-            item_reader=CommittedItemsReader(self.bucket),
-            item_selector={"run.$": "$.run", "item_key.$": "$$.Map.Item.Value.Key"},
+            self, name,
+            item_reader=CommittedItemsReader(self.bucket, of=of, run=run),
+            item_selector={"run.$": run, "item_key.$": "$$.Map.Item.Value.Key"},
             # Per run, from its manifest (mycelium.cloud.manifest.MapConfig), as the ingest step returns it.
             max_concurrency_path="$.ingest.map.max_concurrency",
             tolerated_failure_percentage_path="$.ingest.map.tolerated_failure_percentage",
@@ -169,10 +257,10 @@ class OrchestrationStack(Stack):
             map_execution_type=sfn.StateMachineType.STANDARD,
             result_writer_v2=ScopedResultWriter(self.bucket),
             result_selector={"map_run_arn.$": "$.MapRunArn", "results.$": "$.ResultWriterDetails"},
-            result_path="$.analyze",
+            result_path=result_path,
         )
-        item.item_processor(self._invoke("AnalyzeChunk", "analyze", {"run.$": "$.run", "item_key.$": "$.item_key"},
-                                         result_path="$.analyzed"))
+        item.item_processor(self._invoke("AnalyzeChunk" if name == "Analyze" else f"{name}Item", stage,
+                                         {"run.$": "$.run", "item_key.$": "$.item_key"}, result_path="$.done"))
         return item
 
     def _trigger(self, bucket_name: str) -> None:

@@ -35,6 +35,8 @@ class StageSpec:
     writes: tuple[str, ...]
     #: Deletes: the stage's own ledger entries when an item succeeds, and what a stage replaces.
     deletes: tuple[str, ...] = ()
+    #: The image carries torch (CPU) and the embedded teacher: the solver's function only.
+    torch: bool = False
 
 
 #: Every stage reads the stage records (config + lineage) and the ingest commit (the run's problems).
@@ -60,12 +62,31 @@ STAGES: dict[str, StageSpec] = {
                                        "commits/label/*", "signals/*", "steps/*", "ib/templates.npz"),
                        writes=("labels/*", "examples/*", "commits/label/*", "failures/label/*"),
                        deletes=("failures/label/*",)),
-    "merge": StageSpec(4096, 15, reads=(*_RUN, "commits/label/*", "examples/*", "summary.json"),
-                       writes=("training/*", "stages/merge.json", "commits/merge/*", "failures/merge/*", "summary.json"),
-                       deletes=("failures/merge/*",)),
+    # Round k also reads the mop-up runs' labels (runs/<run>.mopup-r<k>/) and the students' (rounds/r<k>/examples/).
+    "merge": StageSpec(4096, 15, reads=(*_RUN, "commits/label/*", "commits/student-r*", "examples/*",
+                                        "rounds/*/examples/*", "summary.json"),
+                       writes=("training/*", "rounds/*/training/*", "stages/merge*", "commits/merge*",
+                               "failures/merge*", "summary.json"),
+                       deletes=("failures/merge*",)),
+    # The improvement loop's solver on Lambda (CPU): round k-1's students label a part of the training problems,
+    # or round k's answer a part of the val problems. Reads the students and the run's problems and records.
+    "solve": StageSpec(4096, 15, reads=(*_RUN, "models/*", "rounds/*/models/*", "commits/student-r*",
+                                        "rounds/*/val/*"),
+                       writes=("stages/student-r*", "rounds/*/labels/*", "rounds/*/examples/*",
+                               "commits/student-r*", "failures/student-r*", "rounds/*/val/*"),
+                       # the runner restores the round's record when a fatal error stops it before any problem
+                       deletes=("failures/student-r*", "stages/student-r*"), torch=True),
+    # The loop's plan, mop-up start (the mop-up run's input, records and ingest) and per-round report.
+    "improve": StageSpec(4096, 15, reads=(*_RUN, "commits/label/*", "commits/student-r*", "commits/merge*",
+                                          "rounds/*", "training/*", "capture/calibration.json", "input/*",
+                                          "summary.json"),
+                         writes=("rounds/*", "input/*", "problems/*", "stages/*", "commits/ingest/*",
+                                 "failures/ingest/*", "failures/student-r*", "summary.json"),
+                         deletes=("problems/*", "failures/ingest/*")),
     # Records how the run ended, the map stages' lines of the summary tallied from commits and ledger, and the
     # analyze report (it reads every current signals record, as aggregate reads every steps file).
-    "finish": StageSpec(2048, 15, reads=(*_RUN, "commits/capture/*", "commits/analyze/*", "signals/*", "summary.json"),
+    "finish": StageSpec(2048, 15, reads=(*_RUN, "commits/capture/*", "commits/analyze/*", "commits/label/*",
+                                         "signals/*", "summary.json"),
                         writes=("status/run.json", "summary.json", "analyze/*")),
 }
 
@@ -119,7 +140,8 @@ class ProcessingStack(Stack):
         fn = lambda_.DockerImageFunction(
             self, f"{stage.title()}Function",
             code=lambda_.DockerImageCode.from_image_asset(
-                str(ROOT), file="lambdas/Dockerfile", cmd=[f"lambdas.{stage}.handler.handler"], exclude=EXCLUDE),
+                str(ROOT), file="lambdas/Dockerfile", cmd=[f"lambdas.{stage}.handler.handler"], exclude=EXCLUDE,
+                build_args={"WITH_TORCH": "1"} if spec.torch else None),
             memory_size=spec.memory_mb, timeout=Duration.minutes(spec.timeout_min), role=role,
             dead_letter_queue=dlq, log_group=log_group, logging_format=lambda_.LoggingFormat.JSON,
             environment={"MYCELIUM_STORE": f"s3://{bucket.bucket_name}/{RUNS_PREFIX}"},

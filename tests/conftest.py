@@ -137,3 +137,19 @@ def reduce_run(stage_cls, store, run: str, cfg=None):
     from mycelium.stages.runner import run_stage
 
     return run_stage(stage_cls(store, run, cfg or stage_cls.config_type()), progress=False)
+
+
+def unlabelled_train_rows(n: int, val_share: float) -> list[dict]:
+    """Train-split problems (merge's split) whose reference solution has no calculation: the teacher's label is
+    rejected, so an improvement round has something to ask the mop-up teacher about."""
+    from mycelium.records.datasets import problem_id
+    from mycelium.stages.merge import split_of
+
+    out = []
+    for i in range(200):
+        q = f"Ada has {i + 3} red pens and no other pens. How many red pens does Ada have?"
+        if split_of(problem_id(q), val_share) == "train":
+            out.append({"question": q, "answer": f"Ada has only red pens, so the count is the one given.\n#### {i + 3}"})
+        if len(out) == n:
+            return out
+    raise AssertionError(f"fewer than {n} such rows")

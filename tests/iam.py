@@ -45,11 +45,13 @@ class RecordingStore(Store):
 
 def granted(who: str) -> dict[str, tuple[str, ...]]:
     """The key patterns under runs/<run>/ that the role of ``who`` may read, write and delete (from the stacks)."""
-    from stacks.gpu_workers import CAPTURE_DELETES, CAPTURE_READS, CAPTURE_WRITES
+    from stacks.gpu_workers import CAPTURE_DELETES, CAPTURE_READS, CAPTURE_WRITES, TRAIN_READS, TRAIN_WRITES
     from stacks.processing import STAGES
 
     if who == "capture":
         return {"s3:GetObject": CAPTURE_READS, "s3:PutObject": CAPTURE_WRITES, "s3:DeleteObject": CAPTURE_DELETES}
+    if who == "train":
+        return {"s3:GetObject": TRAIN_READS, "s3:PutObject": TRAIN_WRITES, "s3:DeleteObject": ()}
     spec = STAGES[who]
     return {"s3:GetObject": spec.reads, "s3:PutObject": spec.writes, "s3:DeleteObject": spec.deletes}
 
@@ -60,7 +62,7 @@ def denied(ops: list, run: str) -> list:
     out = []
     for who, action, key in ops:
         if action == "s3:ListBucket":
-            ok = key.startswith(f"{run}/")  # ListBucket is granted under runs/* only
+            ok = key.startswith(run) and "/" in key  # ListBucket is granted under runs/* only (the run, its mop-ups)
         else:
             rest = key.split("/", 1)[1]
             ok = any(fnmatchcase(rest, pattern) for pattern in granted(who)[action])

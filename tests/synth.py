@@ -29,7 +29,7 @@ def only(template: dict, kind: str, prefix: str = "") -> dict:
 def resolve(value, imports: dict[str, str], pseudo: dict[str, str]) -> str:
     """Fill a Fn::Join of strings, pseudo parameters and cross-stack imports into plain text.
 
-    ``imports`` maps a word of the export's name ("Queue") to the value it stands for.
+    ``imports`` maps a word of the export's name ("CaptureQueue") to the value it stands for.
     """
     if isinstance(value, str):
         return value
@@ -47,7 +47,8 @@ def resolve(value, imports: dict[str, str], pseudo: dict[str, str]) -> str:
 def state_machine_definition(templates: dict, imports: dict[str, str] | None = None,
                              pseudo: dict[str, str] | None = None) -> dict:
     """The synthesized ASL, references filled (placeholders where no value is given)."""
-    imports = imports or {"Queue": "<job-queue-arn>", "CaptureJob": "<job-definition-arn>"}
+    imports = imports or {"CaptureQueue": "<job-queue-arn>", "CaptureJob": "<job-definition-arn>",
+                          "TrainQueue": "<train-job-queue-arn>", "TrainJob": "<train-job-definition-arn>"}
     pseudo = pseudo or {"AWS::Partition": "aws", "AWS::Region": "<region>", "AWS::AccountId": "<account>"}
     props = only(templates["orchestration"], "AWS::StepFunctions::StateMachine")
     return json.loads(resolve(props["DefinitionString"], imports, pseudo))

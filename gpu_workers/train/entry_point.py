@@ -6,6 +6,10 @@ It starts ``torchrun --nproc_per_node <GPUs>`` on ``mycelium train`` (DDP over N
 reading the run's merged examples from the store, then uploads each component's directory to
 ``<run>/models/<C>/`` and always writes ``<run>/status/train/<job>.json``: succeeded with each component's val
 metrics, or failed with the reason, so an orchestrator never waits on a silent worker.
+
+In the improvement loop the state machine sets ``MYCELIUM_ROUND=k``: the job then trains on round k's merged
+data with the loop's options (the run's ``stages/improve.json``: epochs, batch size, width, its problems) and
+uploads to ``<run>/rounds/r<k>/models/<C>/`` (round 0: ``<run>/models/<C>/``).
 """
 
 from __future__ import annotations
@@ -39,19 +43,32 @@ def train_command(store: str, run: str, out: Path, extra: list[str], n_proc: int
             "-m", "mycelium.cli", "--", *args]
 
 
-def upload(store, run: str, out: Path) -> dict:
-    """Every component's files to ``<run>/models/<C>/``; component -> its val metrics."""
+def round_args(store, run: str, k: int) -> list[str]:
+    """``mycelium train``'s options for improvement round ``k``: the loop's, as the run's improve record has them."""
+    from mycelium.core.keys import RunKeys
+    from mycelium.stages.improve import improve_config
+
+    c = improve_config(store, RunKeys(run))
+    return ["--round", str(k), "--epochs", str(c.epochs), "--batch-size", str(c.batch_size), "--lr", str(c.lr),
+            "--seed", str(c.seed), "--hidden", str(c.hidden), "--adapter-layers", str(c.adapter_layers),
+            "--backbone", c.backbone, *(["--problems", str(c.problems)] if c.problems else [])]
+
+
+def upload(store, run: str, out: Path, round: int = 0) -> dict:
+    """Every component's files to ``<run>/models/<C>/`` (round k: ``rounds/r<k>/models/<C>/``); component -> its
+    val metrics."""
     from mycelium.core.keys import RunKeys
 
     keys, metrics = RunKeys(run), {}
     for component in sorted(p for p in out.iterdir() if p.is_dir()):
         for f in sorted(component.iterdir()):
-            store.put(keys.model(component.name, f.name), f.read_bytes())
+            store.put(keys.model(component.name, f.name, round), f.read_bytes())
         metrics[component.name] = json.loads((component / "metrics.json").read_text())["val"]
     return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mycelium.core import env
     from mycelium.core.keys import RunKeys
     from mycelium.core.store import open_store
 
@@ -63,18 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     store, keys = open_store(args.store), RunKeys(args.run)
     name = os.environ.get("AWS_BATCH_JOB_ID", "local")
     n_proc = args.nproc if args.nproc is not None else max(1, gpus())
-    status: dict = {"run": args.run, "job": name, "processes": n_proc}
+    round_ = os.environ.get(env.TRAIN_ROUND)
+    status: dict = {"run": args.run, "job": name, "processes": n_proc, "round": round_}
 
     def work() -> tuple[bool, dict]:
+        more = extra if round_ is None else [*round_args(store, args.run, int(round_)), *extra]
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "models"
-            done = subprocess.run(train_command(args.store, args.run, out, extra, n_proc), capture_output=True,
+            done = subprocess.run(train_command(args.store, args.run, out, more, n_proc), capture_output=True,
                                   text=True)
             sys.stderr.write(done.stderr[-20000:])
             sys.stdout.write(done.stdout)
             if done.returncode != 0:
                 raise RuntimeError(f"mycelium train exited {done.returncode}: {done.stderr.strip()[-2000:]}")
-            return True, {"val": upload(store, args.run, out)}
+            return True, {"val": upload(store, args.run, out, int(round_ or 0))}
 
     return report(store, keys("status", "train", f"{name}.json"), status, work)
 

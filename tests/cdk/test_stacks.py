@@ -1,6 +1,7 @@
 """cdk synth in the tests (no AWS credentials, no Docker): real properties of the stacks, and cdk-nag."""
 
 import json
+from fnmatch import fnmatchcase
 
 import pytest
 
@@ -87,13 +88,17 @@ def test_iam_is_least_privilege_per_stage(synthesized):
         if any(a.startswith("s3:Delete") for a in actions):  # only ledger entries and re-sharded leftovers
             assert actions == ["s3:DeleteObject"], actions
             deleted = [json.dumps(r) for r in resources]
-            assert deleted and all("/failures/" in r or "/problems/*" in r for r in deleted), deleted
+            assert deleted and all("/failures/" in r or "/problems/*" in r or "/stages/student-r*" in r
+                                   for r in deleted), deleted
     text = json.dumps(t.to_json())
     for stage, spec in STAGES.items():
         for pattern in spec.writes + spec.deletes:
             assert f"/runs/*/{pattern}" in text
-        if stage != "finish":  # every stage clears its own ledger entries when an item succeeds (same as locally)
-            assert f"failures/{stage}/*" in spec.deletes, stage
+        # every stage clears its own ledger entries when an item succeeds (same as locally); a round's stages are
+        # named by their round (merge-r1, the solver's student-r1)
+        ledgers = {"merge": {"merge", "merge-r1"}, "solve": {"student-r1"}}.get(stage, {stage})
+        if stage not in ("finish", "improve"):
+            assert all(any(fnmatchcase(f"failures/{x}/p0.json", d) for d in spec.deletes) for x in ledgers), stage
     # analyze may write its outputs but never ib/ or chunks/
     role_policies = {k: v for k, v in t.find_resources("AWS::IAM::Policy").items() if k.startswith("AnalyzeRole")}
     puts = [json.dumps(s["Resource"]) for p in role_policies.values()
@@ -253,7 +258,47 @@ def test_pipeline_order_and_the_distributed_map(asl):
     assert inner["StartAt"] == "AnalyzeChunk" and list(inner["States"]) == ["AnalyzeChunk"]
     assert inner["States"]["AnalyzeChunk"]["Parameters"] == {"run.$": "$.run", "item_key.$": "$.item_key"}
     assert [states[n].get("Next") for n in ("Analyze", "Aggregate", "Discover", "Finish")] == \
-        ["Aggregate", "Discover", "Finish", "RunSucceeded"]
+        ["Aggregate", "Discover", "Label", "RunSucceeded"]
+
+
+def test_the_second_half_labels_trains_evaluates_and_loops_while_the_report_says_so(asl):
+    states = asl["States"]
+    order, name = [], "Label"
+    while states[name]["Type"] != "Choice":
+        order.append(name)
+        name = states[name]["Next"]
+    assert order == ["Label", "StartLoop", "Merge", "Train", "Plan", "Evaluate", "Report"] and name == "Improve?"
+    label = states["Label"]
+    assert label["ItemReader"]["Parameters"]["Prefix.$"] == "States.Format('runs/{}/commits/analyze/', $.run)"
+    assert states["Merge"]["Parameters"] == {"run.$": "$.run", "round.$": "$.round"}
+    train = states["Train"]
+    assert train["Resource"] == "arn:aws:states:::batch:submitJob.sync"
+    assert train["Parameters"]["JobQueue"] == "<train-job-queue-arn>"
+    assert train["Parameters"]["JobDefinition"] == "<train-job-definition-arn>"
+    assert train["Parameters"]["ContainerOverrides"]["Environment"] == [
+        {"Name": "MYCELIUM_ROUND", "Value.$": "States.Format('{}', $.round)"}]
+    for name, split, parts in (("Evaluate", "val", "$.plan.val_parts"), ("SolveTrain", "train", "$.plan.train_parts")):
+        m = states[name]
+        assert m["Type"] == "Map" and m["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+        assert m["ItemsPath"] == parts and m["ItemSelector"]["split"] == split
+        (task,) = m["ItemProcessor"]["States"].values()
+        assert task["Resource"].endswith(":function:mycelium-solve") and task["Parameters"]["split.$"] == "$.split"
+    improve = states["Improve?"]
+    (go,) = improve["Choices"]
+    assert go == {"Variable": "$.report.continue", "BooleanEquals": True, "Next": "NextRound"}
+    assert improve["Default"] == "Finish"
+    assert states["NextRound"] == {"Type": "Pass", "InputPath": "$.report.next_round", "ResultPath": "$.round",
+                                   "Next": "SolveTrain"}
+    assert states["SolveTrain"]["Next"] == "MopUp" and states["MopUp"]["Next"] == "AnythingNew?"
+    new = states["AnythingNew?"]
+    assert [c["Next"] for c in new["Choices"]] == ["ReportNothingNew", "PrepareMopUp"] and new["Default"] == "Merge"
+    assert states["ReportNothingNew"]["Next"] == "Finish"
+    # the mop-up run is captured, analysed and labelled as a run is, then merged into the round
+    for capture in ("PrepareMopUp", "CaptureMopUpShard", "CaptureMopUpShards"):
+        assert states[capture]["Parameters"]["Parameters"] == {"run.$": "$.mopup.run"}
+    assert states["AnalyzeMopUp"]["ItemReader"]["Parameters"]["Prefix.$"] == \
+        "States.Format('runs/{}/commits/capture/', $.mopup.run)"
+    assert states["AnalyzeMopUp"]["Next"] == "LabelMopUp" and states["LabelMopUp"]["Next"] == "Merge"
 
 
 def _tasks(asl):
@@ -265,7 +310,9 @@ def _tasks(asl):
 
 def test_lambda_tasks_retry_throttling_with_backoff_and_jitter(asl):
     lambdas = {n: s for n, s in _tasks(asl).items() if s["Type"] == "Task" and ":lambda:" in s["Resource"]}
-    assert set(lambdas) == {"Ingest", "AnalyzeChunk", "Aggregate", "Discover", "Finish", "RecordFailure"}
+    assert set(lambdas) == {"Ingest", "AnalyzeChunk", "Aggregate", "Discover", "Finish", "RecordFailure", "LabelItem",
+                            "Merge", "Plan", "EvaluatePart", "Report", "SolveTrainPart", "MopUp", "ReportNothingNew",
+                            "AnalyzeMopUpItem", "LabelMopUpItem"}
     for name, state in lambdas.items():
         (retry,) = state["Retry"]
         assert "Lambda.TooManyRequestsException" in retry["ErrorEquals"], name
@@ -276,7 +323,9 @@ def test_every_step_of_the_run_has_a_failure_path_that_records_why(asl):
     states = asl["States"]
     guarded = [n for n, s in states.items() if s["Type"] in ("Task", "Map") and n != "RecordFailure"]
     assert set(guarded) == {"Ingest", "Prepare", "CaptureShard", "CaptureShards", "Analyze", "Aggregate", "Discover",
-                            "Finish"}
+                            "Finish", "Label", "Merge", "Train", "Plan", "Evaluate", "Report", "SolveTrain", "MopUp",
+                            "ReportNothingNew", "PrepareMopUp", "CaptureMopUpShard", "CaptureMopUpShards",
+                            "AnalyzeMopUp", "LabelMopUp"}
     for name in guarded:
         assert states[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
                                           "Next": "RecordFailure"}], name
@@ -308,4 +357,5 @@ def test_state_machine_role_has_no_open_data_permissions(synthesized):
             if any(a.startswith("s3:Put") for a in actions):
                 assert json.dumps(s["Resource"]).endswith('runs/_map-results/*"]]}')
             if "s3:ListBucket" in actions:
-                assert s["Condition"] == {"StringLike": {"s3:prefix": ["runs/*/commits/capture/*"]}}
+                assert s["Condition"] in ({"StringLike": {"s3:prefix": [f"runs/*/commits/{of}/*"]}}
+                                          for of in ("capture", "analyze"))

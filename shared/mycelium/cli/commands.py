@@ -200,6 +200,7 @@ def submit(args) -> int:
     manifest = submit_run(
         store, keys, args.data, ingest=ingest_config(args, shard_size=args.shard_size),
         capture=capture_config(args, progress=False), discover=discover_config(args, progress=False),
+        improve=improve_config(args, progress=False),
         map=MapConfig(max_concurrency=args.max_concurrency, tolerated_failure_percentage=args.tolerated_failure),
     )
     print(f"uploaded {store.url}/{keys(manifest.data)} (sha256 {manifest.data_sha256[:12]}) "
@@ -238,7 +239,17 @@ def train(args) -> int:
                         progress=not args.no_progress)
     teacher = load_teacher(args.backbone, device=args.device)
     cache = Path(args.feature_cache) if args.feature_cache else None
-    results = run_train(_store(args), args.run, out, teacher, components, opts=opts, feature_cache=cache,
+    store = _store(args)
+    problems = None
+    if args.problems:
+        from ..core.config import MergeConfig
+        from ..core.lineage import read_record
+        from ..stages.student import loop_problems
+
+        val_share = MergeConfig.model_validate(read_record(store, RunKeys(args.run), "merge").config).val_share
+        problems = set(loop_problems(store, RunKeys(args.run), val_share, args.problems))
+    results = run_train(store, args.run, out, teacher, components, opts=opts, feature_cache=cache,
+                        from_round=args.round, problems=problems,
                         train_layers=args.train_layers, lora_rank=args.lora_rank, placeholders=args.placeholders,
                         mention_order=args.mention_order,
                         hidden=args.hidden, adapter_layers=args.adapter_layers, dropout=args.dropout)
@@ -259,11 +270,43 @@ def train(args) -> int:
 
 
 def solver_options(args):
-    """The search's options of ``solve`` and ``evaluate``."""
+    """The search's options of ``solve``, ``evaluate`` and ``improve``."""
     from ..solver.solve import SolverOptions
 
     return SolverOptions(theta=args.theta, width=args.width, budget=args.budget, max_programs=args.max_programs,
-                         vote=args.vote, fuse=args.fuse)
+                         vote=getattr(args, "vote", 1), fuse=getattr(args, "fuse", 0.0))
+
+
+def improve_config(args, **runtime):
+    """The loop's ImproveConfig from ``improve``'s (and ``submit``'s) options."""
+    from ..core.config import ImproveConfig
+
+    teacher = None if args.mop_up_teacher.lower() == "none" else args.mop_up_teacher
+    return ImproveConfig(
+        rounds=args.rounds, min_gain=args.min_gain, mop_up_teacher=teacher, mop_up_limit=args.mop_up_limit,
+        mop_up_max_new_tokens=args.mop_up_max_new_tokens, mop_up_batch=args.mop_up_batch,
+        problems=args.loop_problems, val_limit=args.val_limit, part_size=args.part_size,
+        backbone=getattr(args, "backbone", "embedded"), theta=args.theta, width=args.width, budget=args.budget,
+        max_programs=args.max_programs, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        hidden=args.hidden, adapter_layers=args.adapter_layers, **runtime)
+
+
+def improve(args) -> int:
+    from pathlib import Path
+
+    from ..stages.improve import Loop
+    from ..stages.rounds import table
+    from ..teacher.model import load_teacher
+
+    cfg = improve_config(args, device=args.device, progress=not args.no_progress)
+    store = _store(args)
+    out = Path(args.out or f"models/{args.run}.improve")
+    loop = Loop(store, args.run, cfg, models_root=out, teacher=load_teacher(cfg.backbone, device=cfg.device),
+                feature_cache=Path(args.feature_cache) if args.feature_cache else None)
+    report = loop.run()
+    print(table(report))
+    print(f"wrote {store.url}/{args.run}/rounds/improve.json, improve.md, improve.png; students in {out}/r<k>/")
+    return 0
 
 
 def solve(args) -> int:

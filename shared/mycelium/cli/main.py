@@ -11,8 +11,9 @@
     mycelium train --run NAME [--components C1,...] [--out models/NAME] [--backbone embedded|PATH] [--train-layers K [--lora-rank R]] [--placeholders] [--epochs N]
     mycelium solve [--models DIR] "problem text" | --data FILE [--limit N] [--json]
     mycelium evaluate --models DIR --data FILE --out DIR [--limit N] [--baseline cot] [--labels-run NAME]
+    mycelium improve --run NAME [--rounds N] [--min-gain 0.01] [--mop-up-teacher embedded|PATH|none] [--problems N]
     mycelium deploy --bucket B [--region R] [--spot] [--max-vcpus N] [--vllm VERSION] [--synth]
-    mycelium submit --data FILE --run NAME --bucket B [--limit N] [--cot ...] [--teacher ...]
+    mycelium submit --data FILE --run NAME --bucket B [--limit N] [--cot ...] [--teacher ...] [--rounds N ...]
     mycelium status NAME --bucket B [--region R]
 """
 
@@ -51,6 +52,32 @@ def _discover_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gain", type=float, default=None, help="operating point: keep splits with at least this gain (0.15)")
     p.add_argument("--min-size", type=int, default=None, help="surface tension: smaller templates rejoin their parent (50)")
     p.add_argument("--elbow", action="store_true", help="operating point at the elbow of the gain curve instead")
+
+
+def _improve_options(p: argparse.ArgumentParser) -> None:
+    """The self-improving loop's options of ``improve`` (local) and ``submit`` (AWS)."""
+    p.add_argument("--rounds", type=int, default=3, help="improvement rounds at most (0: round 0 only)")
+    p.add_argument("--min-gain", type=float, default=0.01, help="stop when val accuracy gains less than this")
+    p.add_argument("--mop-up-teacher", default="embedded",
+                   help="the teacher asked (generated CoT) about what nothing solved: 'embedded', a local HF model "
+                        "dir (a larger teacher: the hybrid strategy), or 'none'")
+    p.add_argument("--mop-up-limit", type=int, default=None, help="teacher calls per round at most")
+    p.add_argument("--mop-up-max-new-tokens", type=int, default=512)
+    p.add_argument("--mop-up-batch", type=int, default=8, help="CoTs generated at once")
+    p.add_argument("--problems", dest="loop_problems", type=int, default=None,
+                   help="the first N train-split problems only (by id)")
+    p.add_argument("--val-limit", type=int, default=None, help="the first N val-split problems only (by id)")
+    p.add_argument("--part-size", type=int, default=25, help="problems per solver call (a map item on AWS)")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--adapter-layers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--theta", type=float, default=0.9)
+    p.add_argument("--width", type=int, default=3)
+    p.add_argument("--budget", type=int, default=400)
+    p.add_argument("--max-programs", type=int, default=24, help="programs executed per problem at most")
 
 
 def _on_run(sub, name: str, func, help: str, problem: bool = False) -> argparse.ArgumentParser:
@@ -111,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="C3's operand pointers also see each number's place among the problem's numbers")
     trn.add_argument("--feature-cache", help="a directory of encoded texts, read and extended (a second run on the "
                      "same problems skips the backbone)")
+    trn.add_argument("--round", type=int, default=0, help="an improvement round's merged data (`mycelium improve`)")
+    trn.add_argument("--problems", type=int, default=None,
+                     help="train on the first N train-split problems only (by id; the improvement loop's problems)")
     trn.add_argument("--epochs", type=int, default=8)
     trn.add_argument("--batch-size", type=int, default=32, help="global batch (split over torchrun's ranks)")
     trn.add_argument("--lr", type=float, default=1e-3)
@@ -163,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fuse", type=float, default=0.0)
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=commands.evaluate)
+    imp = _on_run(sub, "improve", commands.improve, "the self-improving loop: the students label the training "
+                  "problems they solve (execution verifies), the teacher only the rest; retrain until val stops gaining")
+    _improve_options(imp)
+    imp.add_argument("--out", default=None, help="each round's students go to <out>/r<k>/ (models/<run>.improve)")
+    imp.add_argument("--backbone", default="embedded")
+    imp.add_argument("--feature-cache", default=None, help="a directory of encoded texts, read and extended")
+    imp.add_argument("--device", default="auto")
+    imp.add_argument("--no-progress", action="store_true")
     _on_run(sub, "show", commands.show, "one analysed problem: mapped spans (terminal + HTML) and a PNG of its traces",
             problem=True)
     _on_run(sub, "aggregate", commands.aggregate, "collect a run's labelled steps into the IB inputs (ib/steps.npz)")
@@ -190,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     _capture_options(sbm)
     sbm.add_argument("--shard-size", type=int, default=1000, help="problems per capture array element")
     _discover_options(sbm)
+    _improve_options(sbm)
     sbm.add_argument("--max-concurrency", type=int, default=200, help="chunks analysed at once")
     sbm.add_argument("--tolerated-failure", type=float, default=5.0, help="percent of chunks that may fail")
     sbm.set_defaults(func=commands.submit)

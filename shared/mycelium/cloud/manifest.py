@@ -19,8 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..core.config import (AggregateConfig, AnalyzeConfig, CaptureConfig, DiscoverConfig, IngestConfig, LabelConfig,
-                           MergeConfig)
+from ..core.config import (AggregateConfig, AnalyzeConfig, CaptureConfig, DiscoverConfig, ImproveConfig, IngestConfig,
+                           LabelConfig, MergeConfig)
 from ..core.errors import MyceliumError
 from ..core.keys import RunKeys
 from ..core.store import Store, sha256
@@ -51,6 +51,7 @@ class RunManifest(BaseModel):
     discover: DiscoverConfig = DiscoverConfig(progress=False)
     label: LabelConfig = LabelConfig(progress=False)
     merge: MergeConfig = MergeConfig()
+    improve: ImproveConfig = ImproveConfig(progress=False)
     map: MapConfig = MapConfig()
 
 

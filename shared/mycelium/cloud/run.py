@@ -18,6 +18,7 @@ from ..core.summary import StageSummary
 from ..stages.aggregate import AggregateStage
 from ..stages.analyze import AnalyzeStage
 from ..stages.discover import DiscoverStage
+from ..stages.improve import write_improve_config
 from ..stages.ingest import IngestStage
 from ..stages.label import LabelStage
 from ..stages.merge import MergeStage
@@ -52,13 +53,15 @@ def start_run(store: Store, keys: RunKeys) -> tuple[StageSummary, list[str], Run
                       DiscoverStage(store, keys.run, manifest.discover),
                       LabelStage(store, keys.run, manifest.label), MergeStage(store, keys.run, manifest.merge)):
             stage.begin()
+        write_improve_config(store, keys, manifest.improve)
         summary = run_stage(ingest, progress=False)
     return summary, shard_keys(store, keys), manifest
 
 
 def finish_run(store: Store, keys: RunKeys) -> dict:
-    """At a cloud run's end, on either path: the map stages' lines of the run summary, tallied from their
-    commits and ledger (no single process saw all their items: an array job, a Distributed Map), and the
+    """At a cloud run's end, on either path: the map stages' lines of the run summary (capture, analyze,
+    label), tallied from their commits and ledger (no single process saw all their items: an array job, a
+    Distributed Map), and the
     analyze report over the current outputs. A stage that never began is left out."""
     from ..core.errors import RunNotFoundError
     from ..core.summary import save_stage
@@ -66,7 +69,7 @@ def finish_run(store: Store, keys: RunKeys) -> dict:
     from ..stages.capture import CaptureStage
 
     out = {}
-    for cls in (CaptureStage, AnalyzeStage):
+    for cls in (CaptureStage, AnalyzeStage, LabelStage):
         try:
             stage = cls.current(store, keys.run)
             summary = tally_from_store(stage)

@@ -11,6 +11,7 @@ import json
 from ..core.errors import MyceliumError
 from ..core.keys import RunKeys
 from ..core.store import Store
+from ..core.summary import load_summary
 from .manifest import MANIFEST
 
 #: The state machine's name (the orchestration stack names it ``<prefix>-pipeline``).
@@ -58,6 +59,16 @@ def run_status(sfn, store: Store, machine_arn: str, run: str) -> dict:
     out["capture_jobs"] = {s: sum(w.get("state") == s for w in workers) for s in ("succeeded", "failed")}
     out["chunks"] = sum(1 for _ in store.list(keys.commits("capture")))
     out["ended"] = store.get_json(keys("status", "run.json")) if store.exists(keys("status", "run.json")) else None
+    out["stages"] = {name: {"in": st.n_in, "out": st.n_out, "failed": st.failed}
+                     for name, st in load_summary(store, keys).stages.items()}
+    improve = keys("rounds", "improve.json")
+    if store.exists(improve):
+        rep = store.get_json(improve)
+        last = rep["rounds"][-1]
+        out["improve"] = {"round": last["round"], "val_accuracy": last.get("val_accuracy"),
+                          "teacher_calls": rep["teacher_calls"], "stopped": rep["stopped"],
+                          "rounds": [{"round": r["round"], "val_accuracy": r.get("val_accuracy"),
+                                      "teacher_calls": r["teacher_calls"]} for r in rep["rounds"]]}
     return out
 
 
@@ -69,8 +80,16 @@ def format_status(st: dict) -> str:
     lines.append(f"capture: {st['chunks']} chunks; worker jobs succeeded {st['capture_jobs']['succeeded']}, "
                  f"failed {st['capture_jobs']['failed']}")
     for mr in st["map_runs"]:
-        lines.append("analyze map: {status}; pending {pending}, running {running}, succeeded {succeeded}, "
+        lines.append("map run: {status}; pending {pending}, running {running}, succeeded {succeeded}, "
                      "failed {failed}, timed out {timedOut}, aborted {aborted} of {total}".format(**mr))
+    for name, c in st.get("stages", {}).items():
+        lines.append(f"  {name:12} in {c['in']:>7}  out {c['out']:>7}  failed {c['failed']:>5}")
+    imp = st.get("improve")
+    if imp:
+        acc = ", ".join(f"r{r['round']} {r['val_accuracy'] if r['val_accuracy'] is not None else '-'}"
+                        for r in imp["rounds"])
+        lines.append(f"improvement round {imp['round']}: val accuracy {acc}; teacher calls {imp['teacher_calls']}"
+                     + (f"; stopped: {imp['stopped']}" if imp["stopped"] else ""))
     if st["ended"]:
         end = st["ended"]
         lines.append(f"ended {end['state']} at {end['at']}" + (f": {end['error']}: {end['cause']}" if end["error"] else ""))

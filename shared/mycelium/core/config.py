@@ -26,13 +26,20 @@ class StageConfig(BaseModel):
 
     #: Fields that change how a stage runs but never what it writes. Everything else is in the hash.
     _runtime_only: frozenset[str] = frozenset()
+    #: Fields added after outputs existed: hashed only when set to something other than their default (which
+    #: is the behaviour before they existed), so those outputs stay current.
+    _hashed_when_set: frozenset[str] = frozenset()
 
     def hash(self) -> str:
         return digest({**self.output_fields(), "_class": type(self).__name__})
 
     def output_fields(self) -> dict:
         """The fields that change what the stage writes (the hashed ones), as JSON."""
-        return self.model_dump(mode="json", exclude=set(self._runtime_only))
+        out = self.model_dump(mode="json", exclude=set(self._runtime_only))
+        for name in self._hashed_when_set:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                out.pop(name)
+        return out
 
 
 class SignalConfig(StageConfig):
@@ -204,6 +211,7 @@ class LabelConfig(StageConfig):
     """Stage 6: each analysed problem's program, executed and checked against the dataset answer; examples."""
 
     _runtime_only = frozenset({"progress"})
+    _hashed_when_set = frozenset({"templates_run"})
 
     # Numbers a program may use without reading them from the problem: units and the usual multipliers,
     # a percent as 0.01 (GSM8K writes 50% as 50*.01), coins (penny, nickel, dime, quarter), weeks in a month.
@@ -214,10 +222,68 @@ class LabelConfig(StageConfig):
     augment_tries: int = Field(4, ge=1, le=20, description="samples tried per variant wanted")
     seed: int = 0
     sandbox_timeout_s: float = Field(5.0, gt=0)
+    templates_run: str | None = Field(None, description="label with another run's templates (a mop-up run: its "
+                                                          "problems' generated CoT, the training run's taxonomy)")
+    progress: bool = True
+
+
+class StudentLabelConfig(StageConfig):
+    """Improvement round k: round k-1's students solve the training problems; a program that executes to the
+    dataset's answer is a label (``stages/student.py``). The students' content digest is hashed, not their path;
+    the stage checks the directory holds those students."""
+
+    _runtime_only = frozenset({"models", "progress"})
+
+    round: int = Field(ge=1)
+    models: str = Field(min_length=1, description="the directory of round k-1's six students")
+    models_sha256: str = Field(pattern=r"^[0-9a-f]{12}$", description="their content digest (saved.models_digest)")
+    backbone: str = "embedded"
+    theta: float = Field(0.9, gt=0, le=1)
+    width: int = Field(3, ge=1)
+    budget: int = Field(400, ge=1)
+    max_programs: int = Field(24, ge=1, description="programs executed per problem at most")
+    val_share: float = Field(0.1, gt=0, lt=1, description="merge's: only train-split problems are labelled")
+    problems: int | None = Field(None, ge=1, description="the first N train-split problems (by id) only")
+    sandbox_timeout_s: float = Field(5.0, gt=0)
+    progress: bool = True
+
+
+class ImproveConfig(StageConfig):
+    """The self-improving loop (``stages/improve.py``): its rounds, stop rule, mop-up teacher, and the search and
+    training options every round uses (round 0 included, so rounds differ only in their data)."""
+
+    _runtime_only = frozenset({"progress", "device"})
+
+    rounds: int = Field(3, ge=0, le=100, description="improvement rounds at most (0: train and measure round 0)")
+    min_gain: float = Field(0.01, ge=0, lt=1, description="stop when val accuracy gains less than this")
+    mop_up_teacher: str | None = Field("embedded", description="asked about what nothing solved (generated CoT): "
+                                                              "'embedded' or a local HF model dir; None: nobody")
+    mop_up_limit: int | None = Field(None, ge=1, description="teacher calls per round at most")
+    mop_up_max_new_tokens: int = Field(512, ge=1, le=32768)
+    mop_up_batch: int = Field(8, ge=1, le=512)
+    problems: int | None = Field(None, ge=1, description="the first N train-split problems (by id) only")
+    val_limit: int | None = Field(None, ge=1, description="the first N val-split problems (by id) only")
+    part_size: int = Field(25, ge=1, le=10000, description="problems per solver invocation (a map item on AWS)")
+    backbone: str = "embedded"
+    theta: float = Field(0.9, gt=0, le=1)
+    width: int = Field(3, ge=1)
+    budget: int = Field(400, ge=1)
+    max_programs: int = Field(24, ge=1)
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    seed: int = 0
+    hidden: int = Field(256, ge=1)
+    adapter_layers: int = Field(2, ge=0)
+    device: str = "auto"
     progress: bool = True
 
 
 class MergeConfig(StageConfig):
     """Stage 7: every kept program's examples -> training/<component>/{train,val}.jsonl, split by problem."""
 
+    _hashed_when_set = frozenset({"round"})
+
     val_share: float = Field(0.1, gt=0, lt=1, description="share of problems (by id hash) in the val split")
+    round: int = Field(0, ge=0, description="0: the teacher's labels; k: also the improvement rounds 1..k "
+                                            "(stages/improve.py)")

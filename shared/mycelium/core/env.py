@@ -13,6 +13,8 @@ STORE_URL = "MYCELIUM_STORE"
 S3_ENDPOINT = "MYCELIUM_S3_ENDPOINT"
 #: The capture worker's job: "prepare" (once per run) or "shard" (set by the state machine's container overrides).
 CAPTURE_MODE = "MYCELIUM_CAPTURE_MODE"
+#: The training job's improvement round (the state machine sets it): the loop's options, round k's data and models.
+TRAIN_ROUND = "MYCELIUM_ROUND"
 #: Set by AWS Batch in each element of an array job.
 BATCH_ARRAY_INDEX = "AWS_BATCH_JOB_ARRAY_INDEX"
 

@@ -95,18 +95,47 @@ class RunKeys:
     def steps(self, pid: str) -> str:
         return self("steps", f"{pid}.jsonl")
 
-    def label(self, pid: str) -> str:
-        return self("labels", f"{pid}.json")
+    def label(self, pid: str, round: int = 0) -> str:
+        """The teacher's program (round 0), or improvement round k's student program (``rounds/r<k>/labels/``)."""
+        return self(*self._in_round(round), "labels", f"{pid}.json")
 
-    def examples(self, pid: str) -> str:
-        return self("examples", f"{pid}.jsonl")
+    def examples(self, pid: str, round: int = 0) -> str:
+        return self(*self._in_round(round), "examples", f"{pid}.jsonl")
 
-    def training(self, component: str, split: str) -> str:
-        return self("training", component, f"{split}.jsonl")
+    @staticmethod
+    def _in_round(round: int) -> tuple[str, ...]:
+        return () if round == 0 else ("rounds", f"r{round}")
 
-    def model(self, component: str, name: str) -> str:
-        """A trained specialist's file, uploaded by the training worker (``models/<C>/<name>``)."""
-        return self("models", component, name)
+    def training(self, component: str, split: str, round: int = 0) -> str:
+        return self(*self.merged(round), component, f"{split}.jsonl")
+
+    @classmethod
+    def merged(cls, round: int = 0) -> tuple[str, ...]:
+        """Where merge writes: ``training/``, and an improvement round's merge ``rounds/r<k>/training/``."""
+        return (*cls._in_round(round), "training")
+
+    def round(self, k: int, *parts: str) -> str:
+        """An improvement round's outputs: ``rounds/r<k>/...``."""
+        return self(*self._in_round(k), *parts)
+
+    def models(self, round: int = 0) -> str:
+        """The prefix of a round's uploaded students."""
+        return self(*self._in_round(round), "models", "")
+
+    def model(self, component: str, name: str, round: int = 0) -> str:
+        """A trained specialist's file, uploaded by the training worker (``models/<C>/<name>``; improvement round
+        k's: ``rounds/r<k>/models/<C>/<name>``)."""
+        return self(*self._in_round(round), "models", component, name)
+
+
+def mop_up_run(run: str, k: int) -> str:
+    """The run of improvement round ``k``'s teacher mop-up: the failures, captured with generated CoT."""
+    return check_run(f"{run}.mopup-r{k}")
+
+
+def student_stage(k: int) -> str:
+    """The stage of improvement round ``k`` that labels training problems with the students' own programs."""
+    return f"student-r{k}"
 
 
 def item_of_commit(key: str) -> str:

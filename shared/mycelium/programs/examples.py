@@ -101,8 +101,8 @@ def targets(program: Program) -> dict[str, object]:
     }
 
 
-def examples(program: Program, provenance: Provenance) -> list[Example]:
-    """One example per specialist for ``program``."""
+def examples(program: Program, provenance: Provenance, components=None) -> list[Example]:
+    """One example per specialist for ``program`` (per one of ``components``, when given)."""
     return [Example(component=c, problem_id=program.problem_id, parent_id=program.parent_id, question=program.question,
                     target=t.model_dump(mode="json"), provenance=provenance.model_copy(update={"source": program.source}))
-            for c, t in targets(program).items()]
+            for c, t in targets(program).items() if components is None or c in components]

@@ -119,6 +119,18 @@ def _to_problem(obj: dict, fmt: str, source: Source) -> Problem:
                    solution=row.solution.strip() if row.solution else None, source=source)
 
 
+def dataset_row(problem: Problem) -> dict:
+    """The problem as a row of its own dataset's format: ``read_dataset`` reads it back as the same problem (the
+    same id, question, answer, solution, subject and level; the source is the new file's)."""
+    fmt = problem.source.dataset
+    if fmt == "gsm8k":
+        return {"question": problem.question, "answer": f"{problem.solution or ''}\n#### {problem.answer}"}
+    if fmt == "math":
+        return {"problem": problem.question, "solution": problem.solution or "", "answer": problem.answer,
+                "subject": problem.subject, "level": problem.level}
+    return {"question": problem.question, "answer": problem.answer, "solution": problem.solution}
+
+
 def _reason(e: Exception) -> str:
     if isinstance(e, ValidationError):
         parts = []

@@ -69,7 +69,8 @@ class Program(_Artifact):
 
 
 REASONS = ("no gold answer", "no expressions", "a calculation does not compute", "an operand is not grounded",
-           "a node is beyond the safe grammar", "answer computed but not at the sink", "wrong final value")
+           "a node is beyond the safe grammar", "answer computed but not at the sink", "wrong final value",
+           "no student program computes the answer")
 
 
 class LabelRecord(_Artifact):

@@ -78,6 +78,7 @@ class Reading:
     decisions: Decisions
     spans: list  # ((start, end), value) per mention, in pointer order
     ms: float
+    node_templates: list[str] = field(default_factory=list)  # C3's template for each node slot (its argmax)
 
 
 def _log_sigmoid(x) -> np.ndarray:
@@ -171,8 +172,9 @@ class Solver:
                               pointers=_log_softmax(pointers), n_mentions=int(c3["n_mentions"]),
                               n_constants=len(vocab.constants))
         spans = [((m.start, m.end), _literal(m)) for m in mentions(question.text)]  # the pointers' candidates
+        templates = [vocab.templates[int(i)] for i in c3["template"][0].argmax(-1)]
         return Reading(question, trace, float(probs.max()), fmt, decisions, spans,
-                       (time.perf_counter() - t0) * 1000)
+                       (time.perf_counter() - t0) * 1000, templates)
 
     def solve(self, question: Question) -> Solution:
         return self.answer(self.read(question))
@@ -189,14 +191,7 @@ class Solver:
         if gate and reading.template_p < opts.flat:
             return done(answer=None, abstained=True, reason="cannot decompose: no template is likely (C2 is flat)",
                         confidence=0.0)
-        stats, tried, computed, size = SearchStats(), 0, [], 4
-        programs = best_first(decisions, opts.theta, opts.width, opts.budget, stats)
-        while len(computed) < opts.vote and tried < opts.max_programs:  # a confident problem: its first batch
-            batch = list(itertools.islice(programs, min(size, opts.max_programs - tried)))
-            if not batch:
-                break
-            tried, size = tried + len(batch), size * 2
-            computed += self._computing(batch, reading.question.text, reading.spans, fmt)
+        computed, stats, tried = self.search(reading, decisions, fmt, lambda found: len(found) >= opts.vote)
         trace["C3"] = {"expanded": stats.expanded, "complete": stats.complete, "pruned": stats.pruned,
                        "branched": stats.branched, "computed": len(computed)}
         if not computed:
@@ -206,6 +201,21 @@ class Solver:
         cand, nodes, value, confidence = _vote(computed[:opts.vote])
         return done(answer=value, abstained=False, reason=None, confidence=confidence, program=nodes,
                     nodes_expanded=stats.expanded, programs_tried=tried)
+
+    def search(self, reading: Reading, decisions: Decisions, fmt: str, enough) -> tuple[list, SearchStats, int]:
+        """The programs of the best-first search that compute an answer of format ``fmt``, as (candidate, nodes
+        with values, answer), in order of probability, until ``enough(found)`` or ``max_programs`` were executed;
+        the search's counts; how many programs were executed."""
+        opts = self.options
+        stats, tried, computed, size = SearchStats(), 0, [], 4
+        programs = best_first(decisions, opts.theta, opts.width, opts.budget, stats)
+        while not enough(computed) and tried < opts.max_programs:  # a confident problem: its first batch
+            batch = list(itertools.islice(programs, min(size, opts.max_programs - tried)))
+            if not batch:
+                break
+            tried, size = tried + len(batch), size * 2
+            computed += self._computing(batch, reading.question.text, reading.spans, fmt)
+        return computed, stats, tried
 
     def _computing(self, batch: list[Candidate], text: str, spans, fmt: str) -> list:
         """(candidate, nodes with values, answer) of the programs of ``batch`` that compute an answer of format
@@ -223,7 +233,7 @@ class Solver:
                         (s, e), value = spans[p]
                         names.append(f"n{p}")
                         quantities[f"n{p}"] = str(value)
-                        operands.append({"text": text[s:e], "span": [s, e]})
+                        operands.append({"text": text[s:e], "span": [s, e], "value": str(value)})
                     elif p < M + N:
                         names.append(f"r{p - M}")
                         operands.append({"node": p - M})

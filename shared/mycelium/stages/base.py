@@ -308,9 +308,11 @@ def current_commit(stage: Stage, of: str, key: str, lineage: Lineage) -> tuple[C
     return (None, f"stale {of} output ({why})") if why else (commit, None)
 
 
-def committed(stage: Stage, of: str, lineage: Lineage, summary: StageSummary) -> Iterator[Commit]:
-    """``of``'s current commits (made with ``lineage``, of the run's problems); the others counted as skipped."""
-    for key in stage.store.list(stage.keys.commits(of)):
+def committed(stage: Stage, of: str, lineage: Lineage, summary: StageSummary,
+              keys: RunKeys | None = None) -> Iterator[Commit]:
+    """``of``'s current commits (made with ``lineage``, of the run's problems); the others counted as skipped.
+    ``keys``: another run's (an improvement round's mop-up run), its problems a subset of this run's."""
+    for key in stage.store.list((keys or stage.keys).commits(of)):
         commit, why = current_commit(stage, of, key, lineage)
         if why:
             summary.skip(why)

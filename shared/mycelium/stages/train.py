@@ -23,43 +23,58 @@ from ..students.metrics import Baselines, score
 from ..students.train import TrainOptions, evaluate, train, world
 
 
-def read_training(store: Store, run: str) -> tuple[dict[str, dict[str, list[dict]]], dict]:
-    """component -> split -> examples, and the provenance (merge's lineage, each file's sha256)."""
+def read_training(store: Store, run: str, round: int = 0) -> tuple[dict[str, dict[str, list[dict]]], dict]:
+    """component -> split -> examples, and the provenance (merge's lineage, each file's sha256). ``round``: an
+    improvement round's merge (``merge-r<k>``) instead of the teacher's."""
     keys = RunKeys(run)
-    commit = read_commit(store, keys, "merge", RUN_ITEM)
+    stage = "merge" if round == 0 else f"merge-r{round}"
+    commit = read_commit(store, keys, stage, RUN_ITEM)
     if commit is None:
-        raise RunNotFoundError(f"run {run!r}: no merged training data: run `mycelium label` and `mycelium merge "
-                               f"--run {run}` first")
-    why = mismatch(current_lineage(store, keys, "merge"), commit.lineage)
+        raise RunNotFoundError(f"run {run!r}: no merged training data ({stage}): run `mycelium label` and "
+                               f"`mycelium merge --run {run}` first")
+    why = mismatch(current_lineage(store, keys, stage), commit.lineage)
     if why:
-        raise RunNotFoundError(f"run {run!r}: the merged training data is stale ({why}): run `mycelium merge --run {run}`")
+        raise RunNotFoundError(f"run {run!r}: the merged training data ({stage}) is stale ({why}): run "
+                               f"`mycelium merge --run {run}`")
     data, digests = {}, {}
     for c in COMPONENTS:
         data[c] = {}
         for split in ("train", "val"):
-            key = keys.training(c, split)
+            key = keys.training(c, split, round)
             raw = store.get(key)
             digests[f"{c}/{split}"] = hashlib.sha256(raw).hexdigest()
             if commit.outputs.get(key) != digests[f"{c}/{split}"]:
                 raise RunNotFoundError(f"{store.url}/{key}: not the bytes merge committed (changed or cut off)")
             data[c][split] = [json.loads(line) for line in jsonl(raw)]
-    return data, {"run": run, "merge_lineage": commit.lineage, "sha256": digests}
+    return data, {"run": run, "merge_lineage": commit.lineage, "sha256": digests, "round": round}
+
+
+def _root(e: dict) -> str:
+    return e.get("parent_id") or e["problem_id"]
 
 
 def _first_problems(data: dict, n: int) -> dict:
-    parent = lambda e: e.get("parent_id") or e["problem_id"]  # noqa: E731
-    keep = set(sorted({parent(e) for c in data for e in data[c]["train"]})[:n])
-    return {c: {**data[c], "train": [e for e in data[c]["train"] if parent(e) in keep]} for c in data}
+    return only_problems(data, set(sorted({_root(e) for c in data for e in data[c]["train"]})[:n]))
+
+
+def problems_digest(problems) -> str:
+    return hashlib.sha256("\n".join(sorted(problems)).encode()).hexdigest()[:12]
+
+
+def only_problems(data: dict, keep: set[str]) -> dict:
+    """The train examples of the problems in ``keep`` (a variant with its parent); val untouched."""
+    return {c: {**data[c], "train": [e for e in data[c]["train"] if _root(e) in keep]} for c in data}
 
 
 def run_train(store: Store, run: str, out: Path, teacher, components: list[str], opts: TrainOptions | None = None,
               val_source: str = "teacher", train_problems: int | None = None, feature_cache: Path | None = None,
-              **design) -> dict[str, dict]:
+              from_round: int = 0, problems: set[str] | None = None, **design) -> dict[str, dict]:
     """Train ``components``; return component -> {"val": metrics, "baselines": {name: metrics}, ...}.
 
     ``train_problems``: train on the examples of the first N train problems only (by problem id, a variant with
-    its parent), for learning curves and quick comparisons; val is always the whole val split. ``feature_cache``:
-    a directory of encoded texts (``encode.FeatureCache``), read and extended.
+    its parent), for learning curves and quick comparisons; val is always the whole val split. ``problems``: the
+    same by problem id (an improvement loop's problems). ``from_round``: an improvement round's merged data.
+    ``feature_cache``: a directory of encoded texts (``encode.FeatureCache``), read and extended.
 
     ``design``: the StudentConfig fields every component shares (train_layers, placeholders, lora_rank, hidden,
     adapter_layers, dropout, heads); the rest of the config comes from the data and the backbone."""
@@ -71,7 +86,10 @@ def run_train(store: Store, run: str, out: Path, teacher, components: list[str],
 
     opts = opts or TrainOptions()
     rank, _ = world()
-    data, provenance = read_training(store, run)
+    data, provenance = read_training(store, run, from_round)
+    if problems is not None:
+        data = only_problems(data, problems)
+        provenance["problems"] = problems_digest(problems)
     if train_problems is not None:
         data = _first_problems(data, train_problems)
         provenance["train_problems"] = train_problems

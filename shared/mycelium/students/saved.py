@@ -133,3 +133,19 @@ def read_trained_on(models_dir: Path) -> set[str]:
                           "is possible (students trained before it was written: retrain, or write it with "
                           "`mycelium.students.saved.write_trained_on` from the training run's examples)")
     return set(path.read_text().split())
+
+
+def models_digest(models_dir: Path) -> str:
+    """12 hex digits naming the six students of ``models_dir`` by content (weights and configs)."""
+    import hashlib
+
+    from ..records.programs import COMPONENTS
+
+    h = hashlib.sha256()
+    for c in COMPONENTS:
+        for name in ("config.json", "model.safetensors"):
+            path = Path(models_dir) / c / name
+            if not path.is_file():
+                raise ConfigError(f"{path}: missing (train the six students first: `mycelium train`)")
+            h.update(f"{c}/{name}\t{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    return h.hexdigest()[:12]

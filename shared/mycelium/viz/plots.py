@@ -70,3 +70,38 @@ def gains_png(splits: list[dict], taxonomy: dict) -> bytes:
     ax.set_title("Gain per split")
     ax.legend()
     return png(fig)
+
+
+def improvement_png(rows: list[dict]) -> bytes:
+    """The improvement loop per round: val accuracy (beside the last-number baseline), train examples by source,
+    teacher calls, and the share of training problems still without a program."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    trained = [r for r in rows if "val_accuracy" in r]
+    rounds = [r["round"] for r in trained]
+    ax = axes[0]
+    ax.plot(rounds, [100 * r["val_accuracy"] for r in trained], "o-", label="students + sympy")
+    ax.plot(rounds, [100 * r["val_last_number"] for r in trained], "s--", color="grey", label="last number (trivial)")
+    ax.set(xlabel="round", ylabel="val accuracy (%)", title="val accuracy")
+    ax.set_xticks(rounds)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    bottom = np.zeros(len(trained))
+    for source in ("teacher", "augmented", "mop-up", "student"):
+        counts = np.array([r.get("examples_by_source", {}).get(source, 0) for r in trained], dtype=float)
+        if counts.any():
+            ax.bar(rounds, counts, bottom=bottom, label=source)
+            bottom += counts
+    ax.set(xlabel="round", ylabel="train examples", title="examples by source")
+    ax.set_xticks(rounds)
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    every = [r["round"] for r in rows]
+    ax.bar(every, [r["teacher_calls"] for r in rows], color="tab:orange", label="teacher calls")
+    ax.set(xlabel="round", ylabel="teacher calls", title="teacher calls and problems still failing")
+    ax.set_xticks(every)
+    twin = ax.twinx()
+    twin.plot(every, [100 * r["still_failing"] for r in rows], "o-", color="tab:red", label="still failing (%)")
+    twin.set_ylabel("still failing (%)")
+    twin.set_ylim(0, 100)
+    return png(fig)
