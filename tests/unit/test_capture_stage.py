@@ -174,3 +174,29 @@ def test_a_run_keeps_the_precision_it_was_pinned_with(tmp_path, tiny_teacher, ti
     half = from_model(make_tiny_model(tiny_tokenizer).to(torch.bfloat16), tiny_tokenizer, "tiny-llama-test")
     with pytest.raises(ConfigError, match="pinned with the teacher in torch.float32; this machine loads it in torch.bfloat16"):
         run_capture(SAMPLE, "p", store, CFG, IngestConfig(limit=2), teacher=half)
+
+
+def test_a_rerun_of_a_run_recorded_with_other_ingest_inputs_leaves_nothing_stale(tmp_path, tiny_teacher):
+    """Runs made while ingest named an (empty) inputs digest: rerunning capture must leave every chunk current for
+    analyze (capture takes ingest's lineage after ingest ran, and ingest, which reads no committed output, names no
+    inputs)."""
+    import json
+
+    from mycelium.stages.analyze import AnalyzeStage
+    from mycelium.stages.base import tally_from_store
+
+    from ..conftest import analyze_run
+
+    store = LocalStore(tmp_path / "s")
+    run_capture(SAMPLE, "old", store, CFG, IngestConfig(limit=2), teacher=tiny_teacher)
+    record = store.get_json("old/stages/ingest.json")
+    assert record["inputs"] is None  # ingest read no committed output
+    store.put("old/stages/ingest.json", json.dumps({**record, "inputs": "e3b0c44298fc"}).encode())  # the old way
+    for key in store.list("old/commits/capture/"):
+        c = store.get_json(key)
+        c["lineage"]["ingest"] += "+e3b0c44298fc"
+        store.put(key, json.dumps(c).encode())
+    run_capture(SAMPLE, "old", store, CFG, IngestConfig(limit=2), teacher=tiny_teacher)
+    summary = analyze_run(store, "old")
+    assert summary.n_out == 2 and not summary.skipped
+    assert tally_from_store(AnalyzeStage.current(store, "old")).n_out == 2

@@ -232,13 +232,15 @@ class ReduceStage(Stage):
     @property
     def lineage(self) -> Lineage:
         """The upstream's current lineage and this config, with the digest of what this stage has read so far."""
-        return {**self.upstream_lineage, self.name: with_inputs(self.config_hash(), inputs_digest(self.read))}
+        # A reduce that read no committed output (ingest reads only its pinned data file) has no inputs to name.
+        inputs = inputs_digest(self.read) if self.read else None
+        return {**self.upstream_lineage, self.name: with_inputs(self.config_hash(), inputs)}
 
     def commit(self, item: str, out: Outputs) -> Commit:
         """The commit, then the record's ``inputs``: from then on, the current lineage names this output."""
         commit = super().commit(item, out)
         record = read_record(self.store, self.keys, self.name)
-        inputs = commit.lineage[self.name].partition("+")[2]
+        inputs = commit.lineage[self.name].partition("+")[2] or None
         if record.config_hash == self.config_hash() and record.inputs != inputs:
             self.store.put_json(self.keys.stage_record(self.name), record.model_copy(update={"inputs": inputs})
                                 .model_dump(mode="json"))

@@ -181,6 +181,9 @@ def run_capture(data: str | Path, run: str, store: Store, cfg: CaptureConfig, in
     if store.exists(capture.keys.stage_record(capture.name)):
         capture.begin()  # pinned: another capture config is refused before ingest writes anything
     run_stage(ingest, progress=False)
+    # Ingest's commit may have changed its lineage (a run recorded before reduces named their inputs): capture
+    # takes its lineage from ingest as it is now, not as it was before ingest ran.
+    capture = CaptureStage(store, run, cfg, teacher=t)
     calibration = capture.prepare()
     run_stage(capture, progress=cfg.progress)
     return CaptureResult(summary=load_summary(store, capture.keys), calibration=calibration)
