@@ -184,15 +184,16 @@ def main() -> int:
     return 0
 
 
-def loop_rows(report: dict, N: int, rounds: int, gb: dict) -> list[tuple]:
+def loop_rows(report: dict, N: int, rounds: int, gb: dict, val_share: float = 0.1) -> list[tuple]:
     """Round 0 (train, the solver on val) and ``rounds`` improvement rounds (the students' labels on the training
     problems, the teacher's mop-up, train, val), for N problems, from a loop's measured per-item times."""
-    rows, r0 = [], report["rounds"][0]
-    later = [r for r in report["rounds"][1:] if "seconds" in r and "students" in r]
-    n_train, n_val = report["problems"], report["val_problems"]
-    val_share = n_val / (n_train + n_val)
-    train_per_problem = r0["seconds"]["train_s"] / n_train  # the six students, their epochs, per training problem
-    solve_s = r0["solve_ms_mean"] / 1000
+    rows = report["rounds"]
+    later = [r for r in rows[1:] if "seconds" in r and "students" in r]
+    n_train = report["problems"]  # val_share: merge's (the loop may have measured on a subset of val)
+    # the six students, their epochs, per training problem (a round that trained: a resumed round 0 did not)
+    train_per_problem = max(r["seconds"]["train_s"] for r in rows if "seconds" in r) / n_train
+    # the solver's mean time per val problem in the least loaded round (the CPU was shared with other jobs)
+    solve_s = min(r["solve_ms_mean"] for r in rows if "solve_ms_mean" in r) / 1000
     student_s = statistics.mean(r["seconds"]["students_s"] / r["students"]["tried"] for r in later) if later else solve_s
     asked = [r["mop_up"]["asked"] for r in later]
     mop_s = (statistics.mean(r["seconds"]["mop_up_s"] / r["mop_up"]["asked"] for r in later if r["mop_up"]["asked"])
