@@ -112,12 +112,16 @@ def main() -> int:
                       DiscoverStage(s3, run, DiscoverConfig(progress=False)), LabelStage(s3, run, LabelConfig(
                           progress=False)), MergeStage(s3, run, MergeConfig())):
             stage.begin()
-        analyze = load_handler("analyze").handler
-        times = []
-        for pid in pids:
-            t0 = time.perf_counter()
-            analyze({"run": run, "item_key": f"runs/{keys.commit('capture', pid)}"})
-            times.append(time.perf_counter() - t0)
+        def per_item(stage: str, upstream: str) -> list[float]:
+            """The map stage's handler on each chunk's upstream commit, timed."""
+            handler, out = load_handler(stage).handler, []
+            for pid in pids:
+                t0 = time.perf_counter()
+                handler({"run": run, "item_key": f"runs/{keys.commit(upstream, pid)}"})
+                out.append(time.perf_counter() - t0)
+            return out
+
+        times = per_item("analyze", "capture")
         t0 = time.perf_counter()
         agg = load_handler("aggregate").handler({"run": run})
         t_agg = time.perf_counter() - t0
@@ -126,12 +130,7 @@ def main() -> int:
         t_dis = time.perf_counter() - t0
         out_bytes = sum(len(s3.get(k)) for k in s3.list(f"{run}/") if k.split("/")[1] in ("signals", "steps"))
         ib_bytes = sum(len(s3.get(k)) for k in s3.list(f"{run}/ib/"))
-        label = load_handler("label").handler
-        label_times = []
-        for pid in pids:
-            t0 = time.perf_counter()
-            label({"run": run, "item_key": f"runs/{keys.commit('analyze', pid)}"})
-            label_times.append(time.perf_counter() - t0)
+        label_times = per_item("label", "analyze")
         t0 = time.perf_counter()
         load_handler("merge").handler({"run": run})
         t_merge = time.perf_counter() - t0

@@ -66,6 +66,8 @@ class Loop:
         self.store, self.keys, self.cfg = store, RunKeys(run), cfg
         self.models_root, self._teacher = (Path(models_root) if models_root else None), teacher
         self.feature_cache = feature_cache
+        self._solver = None  # (students' digest, Solver): the val parts of a round share one
+        self._stages: dict = {}  # round -> its student-label stage: the training parts of a round share it
 
     @cached_property
     def val_share(self) -> float:
@@ -136,7 +138,9 @@ class Loop:
         cfg = StudentLabelConfig(round=k, models=str(models), models_sha256=models_digest(models), backbone=c.backbone,
                                  theta=c.theta, width=c.width, budget=c.budget, max_programs=c.max_programs,
                                  val_share=self.val_share, problems=c.problems, progress=c.progress)
-        return StudentLabelStage(self.store, self.keys.run, cfg, teacher=self._teacher)
+        if k not in self._stages or self._stages[k].config != cfg:  # its solver (the students) loaded once a round
+            self._stages[k] = StudentLabelStage(self.store, self.keys.run, cfg, teacher=self._teacher)
+        return self._stages[k]
 
     def label_part(self, k: int, i: int) -> dict:
         """Round k's students label part i of the loop problems (round k-1's students solve them)."""
@@ -168,8 +172,10 @@ class Loop:
         if self.store.exists(key) and {n: self.store.get_json(key).get(n) for n in made} == made:
             return {"part": i, "solved": "already done"}
         c = self.cfg
-        solver = Solver(models, self.teacher, SolverOptions(theta=c.theta, width=c.width, budget=c.budget,
-                                                            max_programs=c.max_programs))
+        if self._solver is None or self._solver[0] != made["models_sha256"]:  # the students loaded once per round
+            self._solver = (made["models_sha256"], Solver(models, self.teacher, SolverOptions(
+                theta=c.theta, width=c.width, budget=c.budget, max_programs=c.max_programs)))
+        solver = self._solver[1]
         answers, ms = {}, {}
         for pid in tqdm(self.part("val", i), desc=f"val r{k}", unit="problem", disable=not c.progress):
             sol = solver.solve(Question(id=pid, text=self.problem_by_id[pid].question))  # the text only
