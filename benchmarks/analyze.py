@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Analyze benchmark: ms per chunk per core, MB/s of attention processed, beside numpy copy bandwidth.
 
+Each measurement is made with a fork per sandboxed call and with the persistent sandbox worker, in the
+same run, and a micro-benchmark times one trivial expression through ``run_sandboxed`` both ways.
+
     .venv/bin/python benchmarks/analyze.py [--store URL --run NAME] [--n 40]
 
 Without --run it first captures N GSM8K train problems (bundled sample when
@@ -27,10 +30,13 @@ SAMPLE = ROOT / "shared" / "mycelium" / "data" / "sample_problems.jsonl"
 
 def main() -> int:
     from mycelium.analysis.analyze import analyze
+    from mycelium.core import sandbox
     from mycelium.core.config import AnalyzeConfig, CaptureConfig, IngestConfig
     from mycelium.core.keys import RunKeys, item_of_commit
     from mycelium.core.store import LocalStore, open_store
+    from mycelium.core.sandbox import run_sandboxed
     from mycelium.mathlang.expressions import find_expressions, label_expressions
+    from mycelium.mathlang.safe_math import _eval_many
     from mycelium.records.capture import Trace
     from mycelium.records.chunk import decode_chunk
     from mycelium.stages.analyze import AnalyzeStage
@@ -58,15 +64,30 @@ def main() -> int:
         mb = sum(a.nbytes for a in arrays) / 2**20
         cfg = AnalyzeConfig(progress=False)
 
-        analyze(*items[0], cfg)  # warm imports (scipy, sympy, latex parser)
-        t0 = time.perf_counter()
-        for trace, chunk in items:
-            analyze(trace, chunk, cfg)
-        full = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for trace, _ in items:
-            label_expressions(find_expressions(trace.cot_text))
-        exprs = time.perf_counter() - t0
+        # The same loops with a fork per sandboxed call and with the persistent sandbox worker, same session,
+        # alternating twice; the faster pass of each counts.
+        full, exprs = {"fork": float("inf"), "persistent": float("inf")}, {}
+        for mode in ("fork", "persistent") * 2:
+            sandbox.PERSISTENT = mode == "persistent"
+            analyze(*items[0], cfg)  # warm imports (scipy, sympy, latex parser) and the worker
+            t0 = time.perf_counter()
+            for trace, chunk in items:
+                analyze(trace, chunk, cfg)
+            elapsed = time.perf_counter() - t0
+            if elapsed < full[mode]:
+                full[mode] = elapsed
+                t0 = time.perf_counter()
+                for trace, _ in items:
+                    label_expressions(find_expressions(trace.cot_text))
+                exprs[mode] = time.perf_counter() - t0
+        calls, micro = 200, {}
+        for mode in ("fork", "persistent"):
+            run_sandboxed(_eval_many, ["48/2"], persistent=mode == "persistent")
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                run_sandboxed(_eval_many, ["48/2"], persistent=mode == "persistent")
+            micro[mode] = (time.perf_counter() - t0) / calls
+        sandbox.PERSISTENT = True
 
         reps = 20
         t0 = time.perf_counter()
@@ -77,14 +98,21 @@ def main() -> int:
 
         n = len(items)
         print(f"{n} chunks, {mb:.1f} MB of fp16 arrays ({mb / n * 1024:.0f} KB/chunk)")
-        print(f"one core: {1000 * full / n:.1f} ms/chunk, of which expressions in the sandbox "
-              f"{1000 * exprs / n:.1f} ms and signals/steps/mapping {1000 * (full - exprs) / n:.1f} ms")
+        for mode in ("fork", "persistent"):
+            print(f"one core, sandbox {mode}: {1000 * full[mode] / n:.1f} ms/chunk, of which expressions in the "
+                  f"sandbox {1000 * exprs[mode] / n:.1f} ms and signals/steps/mapping "
+                  f"{1000 * (full[mode] - exprs[mode]) / n:.1f} ms")
+        print(f"persistent sandbox vs fork per call: analysis x{full['fork'] / full['persistent']:.2f} faster; "
+              f"{calls} calls of one trivial expression: {1000 * micro['fork']:.2f} vs "
+              f"{1000 * micro['persistent']:.3f} ms/call (x{micro['fork'] / micro['persistent']:.0f})")
+        full, exprs = full["persistent"], exprs["persistent"]
         print(f"attention processed: {mb / full:.1f} MB/s (signals part alone {mb / max(full - exprs, 1e-9):.1f} MB/s); "
               f"numpy copy of the same arrays: {mb / copy_s:.0f} MB/s "
               f"(analysis at {100 * (mb / full) / (mb / copy_s):.2f}% of copy bandwidth)")
 
-        for workers in sorted({1, os.cpu_count() or 1}):
-            st = LocalStore(Path(tmp) / f"pool{workers}")  # the run's records and the N chunks, nothing analysed
+        for mode, workers in [(m, w) for w in sorted({1, os.cpu_count() or 1}) for m in ("fork", "persistent")]:
+            os.environ["MYCELIUM_SANDBOX"] = mode  # the pool's spawned workers read it
+            st = LocalStore(Path(tmp) / f"pool{workers}{mode}")  # the run's records and the N chunks, nothing analysed
             needed = [k for k in store.list(keys("stages", "")) if not k.endswith(("analyze.json", "aggregate.json",
                                                                                    "discover.json"))]
             needed += [*store.list(keys.commits("ingest")), *store.list(keys("problems", ""))]
@@ -96,7 +124,7 @@ def main() -> int:
                                 progress=False)
             wall = time.perf_counter() - t0
             out = summary.n_out
-            print(f"pool, {workers} worker(s): {wall:.1f} s wall for {out} chunks = "
+            print(f"pool, {workers} worker(s), sandbox {mode}: {wall:.1f} s wall for {out} chunks = "
                   f"{1000 * wall * workers / out:.1f} ms per chunk per core (store I/O and worker start included)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

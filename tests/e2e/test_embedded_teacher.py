@@ -72,3 +72,23 @@ def test_make_run_command_line(tmp_path, embedded_teacher, capsys):
                  "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0 and re.search(r"^capture\s+2\s+2\s+0\s+0\s", out, re.M) and "computing heads" in out
+
+
+def test_batched_capture_gives_the_one_problem_signals_on_the_embedded_teacher(embedded_teacher):
+    """Four problems of different lengths in one right-padded pass: every array within fp16 tolerance of the
+    same problem captured alone (the real weights: attention sinks, massive activations and all)."""
+    from mycelium.teacher.capture import capture_problem, capture_problems
+    from mycelium.teacher.tap import HeadSet
+
+    problems = list(read_dataset(SAMPLE))[:4]
+    cfg, parts = CaptureConfig(), embedded_teacher.prompt_parts()
+    heads = HeadSet(embedded_teacher.n_layers, ((3, 1), (12, 4), (20, 7)))
+    together = capture_problems(embedded_teacher, problems, cfg, heads, parts, "h")
+    assert len({trace.t_gen for trace, _ in together}) > 2
+    for problem, (trace, chunk) in zip(problems, together, strict=True):
+        alone_trace, alone = capture_problem(embedded_teacher, problem, cfg, heads, parts, "h")
+        assert trace == alone_trace
+        for name, a in alone.arrays().items():
+            b, a = getattr(chunk, name).astype(np.float32), a.astype(np.float32)
+            scale = max(1.0, float(np.abs(a).max()))  # hidden states reach hundreds: fp16 keeps ~3 digits of that
+            np.testing.assert_allclose(b, a, atol=2e-3 * scale, rtol=2e-3, err_msg=f"{problem.id} {name}")

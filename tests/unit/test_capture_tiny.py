@@ -241,3 +241,41 @@ def test_batched_generation_handles_rows_that_end_early(tiny_tokenizer, problems
     ended = [not c.truncated for c in batch]
     assert any(ended) and not all(ended), "the test needs rows that end early and rows that do not"
     assert all(eos not in c.ids for c in batch)
+
+
+def _assert_same_signals(got, want, what: str, atol: float = 1e-3):
+    """fp16 tolerance: both are fp16 arrays of float32 computations that differ only in the kernels' shapes."""
+    for name, a in want.arrays().items():
+        b = getattr(got, name)
+        assert b.shape == a.shape, f"{what} {name}"
+        np.testing.assert_allclose(b.astype(np.float32), a.astype(np.float32), atol=atol, rtol=1e-3,
+                                   err_msg=f"{what} {name}")
+
+
+def test_a_batch_gives_every_problem_its_one_problem_signals(tiny_teacher, problems):
+    """Right-padded, several lengths in one pass: every array of every problem equals its one-problem capture."""
+    from mycelium.teacher.capture import capture_problems
+
+    cfg, head_set, parts = CaptureConfig(), HeadSet(3, ((1, 2), (2, 0))), tiny_teacher.prompt_parts()
+    batch = problems[:6]
+    lengths = {len(build_tokens(tiny_teacher, p, cfg, parts)[0].cot_ids) for p in batch}
+    assert len(lengths) > 3  # padding is exercised: the CoTs differ in length
+    together = capture_problems(tiny_teacher, batch, cfg, head_set, parts, "h")
+    for problem, (trace, chunk) in zip(batch, together, strict=True):
+        alone_trace, alone = capture_problem(tiny_teacher, problem, cfg, head_set, parts, "h")
+        assert trace == alone_trace
+        _assert_same_signals(chunk, alone, problem.id)
+
+
+def test_a_failing_problem_in_a_batch_fails_alone(tiny_teacher, problems):
+    from mycelium.core.errors import CaptureError
+    from mycelium.teacher.capture import capture_problems
+
+    no_cot = problems[1].model_copy(update={"solution": None})
+    out = capture_problems(tiny_teacher, [problems[0], no_cot, problems[2]], CaptureConfig(), HeadSet(3),
+                           tiny_teacher.prompt_parts(), "h")
+    assert isinstance(out[1], CaptureError) and out[1].problem_id == no_cot.id
+    assert "no reference solution" in str(out[1])
+    for i in (0, 2):
+        _assert_same_signals(out[i][1], capture_problem(tiny_teacher, problems[i], CaptureConfig(), HeadSet(3),
+                                                        tiny_teacher.prompt_parts(), "h")[1], problems[i].id)

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.infotheory import array_module, js
+import math
+
+from ..core.infotheory import array_module, entropy
 
 Array = Any  # numpy.ndarray or torch.Tensor
 
 _EPS = 1e-12
+LN2 = math.log(2.0)
 
 
 def _is_torch(x: Array) -> bool:
@@ -56,13 +59,18 @@ def iaf(rows: Array, problem: Array) -> Array:
     return (rows * _to_float(problem, rows)).sum(-1)
 
 
-def consecutive_jsd(rows: Array) -> Array:
+def consecutive_jsd(rows: Array, row_entropy: Array | None = None) -> Array:
     """JSD between each row and the one before it.
 
     rows: [..., t+1, key] (row 0 is the reference for the first) -> [..., t].
-    Causal rows already carry the zero that pads row t-1 at key t.
+    Causal rows already carry the zero that pads row t-1 at key t. Computed as
+    JSD(p, q) = H((p + q) / 2) - (H(p) + H(q)) / 2, so with the rows' entropies
+    (``row_entropy`` [..., t+1], which capture keeps anyway) it costs one more
+    entropy, not two KLs; clipped to [0, ln 2] against rounding.
     """
-    return js(rows[..., 1:, :], rows[..., :-1, :])
+    h = entropy(rows) if row_entropy is None else row_entropy  # [..., t+1]
+    jsd = entropy(0.5 * (rows[..., 1:, :] + rows[..., :-1, :])) - 0.5 * (h[..., 1:] + h[..., :-1])
+    return jsd.clip(0.0, LN2)
 
 
 def connectivity(rows: Array, threshold: float) -> Array:

@@ -23,7 +23,8 @@ def capture_config(args, **runtime):
     return CaptureConfig(teacher=args.teacher, cot=args.cot, max_new_tokens=args.max_new_tokens,
                          generate_batch=args.generate_batch,
                          n_computing_heads=args.n_computing_heads, computing_heads=heads,
-                         hidden_layer=args.hidden_layer, dtype=args.dtype, **runtime)
+                         hidden_layer=args.hidden_layer, dtype=args.dtype, batch_size=args.capture_batch,
+                         **({"chunk_format_version": args.chunk_format} if args.chunk_format else {}), **runtime)
 
 
 def ingest_config(args, **extra):
@@ -47,8 +48,9 @@ def analyze_config(args, **runtime):
 def discover_config(args, **runtime):
     from ..core.config import DiscoverConfig
 
-    fields = {k: v for k, v in {"min_size": args.min_size, "gain": args.gain,
-                                "elbow": args.elbow or None}.items() if v is not None}
+    fields = {k: v for k, v in {"min_size": args.min_size, "gain": args.gain, "elbow": args.elbow or None,
+                                "distinct_rows": args.distinct_rows or None, "dtype": args.ib_dtype}.items()
+              if v is not None}
     return DiscoverConfig(**fields, **runtime)
 
 

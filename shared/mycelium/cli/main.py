@@ -5,7 +5,7 @@
     mycelium analyze --run NAME [--store URL] [--workers N]
     mycelium show --run NAME PROBLEM_ID [--store URL]
     mycelium aggregate --run NAME [--store URL]
-    mycelium discover --run NAME [--gain 0.15 | --elbow] [--min-size 50] [--store URL]
+    mycelium discover --run NAME [--gain 0.15 | --elbow] [--min-size 50] [--distinct-rows] [--ib-dtype float32] [--store URL]
     mycelium label --run NAME [--augment K] [--store URL]
     mycelium merge --run NAME [--val-share 0.1] [--store URL]
     mycelium train --run NAME [--components C1,...] [--out models/NAME] [--backbone embedded|PATH] [--train-layers K [--lora-rank R]] [--placeholders] [--epochs N]
@@ -46,12 +46,21 @@ def _capture_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden-layer", type=int, default=None)
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="the teacher's precision (auto: bfloat16 on a GPU, float32 on a CPU); a run keeps one")
+    p.add_argument("--capture-batch", type=int, default=8,
+                   help="problems per teacher-forced pass (padded; the signals equal one problem's at a time)")
+    p.add_argument("--chunk-format", type=int, default=None, choices=[1, 2],
+                   help="chunk layout (default: the run's own when it has one, else 2, quantised; 1 is float16)")
 
 
 def _discover_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gain", type=float, default=None, help="operating point: keep splits with at least this gain (0.15)")
     p.add_argument("--min-size", type=int, default=None, help="surface tension: smaller templates rejoin their parent (50)")
     p.add_argument("--elbow", action="store_true", help="operating point at the elbow of the gain curve instead")
+    p.add_argument("--distinct-rows", action="store_true",
+                   help="anneal over the distinct rows of p(y|x), each with its steps' mass: the same taxonomy to "
+                        "rounding, much faster where smoothed labels repeat (a new lineage)")
+    p.add_argument("--ib-dtype", default=None, choices=["float64", "float32"],
+                   help="precision of the anneal (float64; float32 is faster and equivalent: a new lineage)")
 
 
 def _improve_options(p: argparse.ArgumentParser) -> None:

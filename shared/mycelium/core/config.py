@@ -53,7 +53,7 @@ class SignalConfig(StageConfig):
 class CaptureConfig(StageConfig):
     """Stage 2: teacher-forced capture of generation-phase attention."""
 
-    _runtime_only = frozenset({"device", "progress"})
+    _runtime_only = frozenset({"device", "progress", "batch_size"})
 
     teacher: str = Field("embedded", min_length=1, description="'embedded' or a local HF model path")
     cot: Literal["reference", "generate"] = "reference"
@@ -70,7 +70,10 @@ class CaptureConfig(StageConfig):
     device: str = "auto"
     signals: SignalConfig = SignalConfig()
     signals_version: int = SIGNALS_VERSION
-    chunk_format_version: int = CHUNK_FORMAT_VERSION
+    chunk_format_version: Literal[1, 2] = Field(CHUNK_FORMAT_VERSION, description="the chunk layout written "
+                                                "(mycelium.records.chunk); a run keeps the one it was pinned with")
+    batch_size: int = Field(8, ge=1, le=256, description="problems per teacher-forced pass (padded; every signal "
+                                                         "equals the one-problem pass's within fp16)")
     progress: bool = True
 
     @field_validator("computing_heads")
@@ -182,7 +185,8 @@ class AggregateConfig(StageConfig):
 class DiscoverConfig(StageConfig):
     """Stage 5: IB template discovery by deterministic annealing, and the operating point."""
 
-    _runtime_only = frozenset({"progress"})
+    _runtime_only = frozenset({"progress", "workers"})
+    _hashed_when_set = frozenset({"dtype", "distinct_rows"})
 
     neighbours: int = Field(10, ge=1, description="k nearest steps in X that smooth p(y|x)")
     smoothing: float = Field(0.5, ge=0, lt=1, description="weight of the neighbours' labels in p(y|x)")
@@ -199,11 +203,20 @@ class DiscoverConfig(StageConfig):
     split_js: float = Field(1e-3, gt=0, description="JS (nats) between copies' q(y|t) above which a split is kept")
     tol: float = Field(1e-5, gt=0)
     max_iter: int = Field(300, ge=10)
+    # The defaults are the anneal every run so far made, to the bit. Either option makes an equivalent anneal
+    # (the same taxonomy on the runs measured, see templates/equations.py) that is not the same to the bit,
+    # so each is hashed when set and its outputs are named apart.
+    dtype: Literal["float64", "float32"] = Field("float64", description="precision of the anneal's iterations "
+                                                                         "(float32: half the memory traffic)")
+    distinct_rows: bool = Field(False, description="iterate over the distinct rows of p(y|x), each with its steps' "
+                                                   "summed p(x) (the same equations; fewer rows)")
     gain: float = Field(0.15, gt=0, description="operating point: keep splits whose gain is at least this")
     elbow: bool = Field(False, description="operating point at the elbow of the gain curve instead of `gain`")
     min_size: int = Field(50, ge=1, description="surface tension: smaller templates rejoin their parent")
     examples: int = Field(3, ge=0)
     seed: int = 0
+    workers: int | None = Field(None, ge=1, description="threads for the anneal's row blocks and the neighbour "
+                                                        "search (default: OMP_NUM_THREADS, else the CPUs)")
     progress: bool = True
 
 

@@ -54,9 +54,14 @@ def js(p: Array, q: Array) -> Array:
 
 
 def entropy(p: Array) -> Array:
-    """Shannon entropy over the last axis. p: [..., n] -> [...]"""
-    xp = array_module(p)
-    return -xlogx_ratio(p, xp.ones_like(p)).sum(-1)
+    """Shannon entropy over the last axis, with 0 · log 0 = 0. p: [..., n] -> [...]"""
+    if type(p).__module__.startswith("torch"):
+        import torch
+
+        return -torch.special.xlogy(p, p).sum(-1)
+    from scipy.special import xlogy
+
+    return -xlogy(p, p).sum(-1)
 
 
 def pairwise_kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:

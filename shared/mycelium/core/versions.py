@@ -11,7 +11,7 @@ SIGNALS_VERSION = 2
 #: 3: "60%" is also 0.6; a written result that disagrees with the computed one grounds nothing.
 #: 4: "50 cents" is also 0.5; ".25" (as in "$.25") is a number.
 ANALYSIS_VERSION = 4
-#: mycelium.records.chunk: the binary chunk layout.
-CHUNK_FORMAT_VERSION = 1
+#: mycelium.records.chunk: the binary chunk layout. 2: quantised, reduced to what later stages read (v1 still read).
+CHUNK_FORMAT_VERSION = 2
 #: mycelium.cloud.manifest.RunManifest.
 MANIFEST_VERSION = 1

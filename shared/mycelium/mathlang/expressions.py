@@ -8,9 +8,9 @@ Three kinds, each with its character span in the CoT:
 
 Plain arithmetic goes through :mod:`mycelium.mathlang.safe_math`; LaTeX through the
 latex2sympy2_extended grammar parser. Both parse *and* evaluate inside one
-sandboxed child per chunk (CPU-time and memory limits), falling back to one
-child per expression when the batch hits a limit, so a hostile string costs at
-most its own time limit.
+sandboxed call per chunk (``core.sandbox``: wall-time, CPU-time and memory limits),
+falling back to one call per expression when the batch hits a limit, so a hostile
+string costs at most its own time limit.
 """
 
 from __future__ import annotations

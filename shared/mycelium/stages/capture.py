@@ -1,8 +1,8 @@
-"""Stage 2, capture (a map over problems): one teacher-forced pass each -> ``chunks/<pid>.npz`` + ``traces/<pid>.json``.
+"""Stage 2, capture (a map over problems): teacher-forced passes -> ``chunks/<pid>.npz`` + ``traces/<pid>.json``.
 
-Items run one at a time in this process (the teacher is loaded once, on the accelerator); each item's
-chunk and trace are written, then its commit, before the next problem is read, so memory stays flat
-however many problems a run has. The stage is pinned: a run has one capture config and teacher, and its
+Items run in this process (the teacher is loaded once, on the accelerator), ``batch_size`` problems per
+forward pass; each item's chunk and trace are written, then its commit, before the next batch is read, so
+memory stays flat however many problems a run has. The stage is pinned: a run has one capture config and teacher, and its
 computing heads are found once (:meth:`CaptureStage.prepare`, ``capture/calibration.json``).
 """
 
@@ -15,6 +15,8 @@ from pathlib import Path
 
 from ..core.config import CaptureConfig, IngestConfig
 from ..core.errors import ConfigError, MyceliumError
+from ..core.keys import RunKeys
+from ..core.lineage import read_record
 from ..core.store import Store
 from ..core.summary import RunSummary, load_summary
 from ..records.capture import Calibration
@@ -41,6 +43,7 @@ class CaptureStage(Stage):
         self._teacher, self.generated = teacher, generated or {}
         self.backend = "hf"  # how generated CoTs are made; the Batch worker sets "vllm" when it pre-generates
         self._problems: dict[str, Problem] = {}
+        self._captured: dict[str, tuple | Exception] = {}  # problem id -> (trace, chunk) or its error, one batch
 
     @cached_property
     def teacher(self):
@@ -57,18 +60,36 @@ class CaptureStage(Stage):
         self._order = [p.id for p in problems]
         return list(self._order)
 
-    def _generate_ahead(self, pid: str) -> None:
-        """With ``generate_batch`` > 1: the CoTs of ``pid`` and of the next problems not yet captured, at once."""
+    def _capture_ahead(self, pid: str) -> None:
+        """``pid`` and, of the next ``4 * batch_size`` problems not yet captured, the ``batch_size - 1`` closest to
+        it in length, in one teacher-forced pass.
+
+        Their CoTs are generated first where the config asks for generated ones (``generate_batch`` at a
+        time). The results wait in memory (a few batches at most) until run_one asks for each, so every problem
+        is still written and committed on its own.
+        """
+        from ..teacher.capture import capture_problems
         from ..teacher.generation import generate_cots
         from ..teacher.tokens import prompt_tokens
 
         order = getattr(self, "_order", [pid])
-        ahead = [p for p in order[order.index(pid) + 1:] if p not in self.generated][: 4 * self.config.generate_batch]
-        batch = [pid] + [p for p in ahead if not self._done_quietly(p)][: self.config.generate_batch - 1]
-        parts = self.teacher.prompt_parts()
-        prompts = [prompt_tokens(self.teacher, self.problem(p).question, parts).prompt_ids for p in batch]
-        for p, cot in zip(batch, generate_cots(self.teacher, prompts, self.config.max_new_tokens), strict=True):
-            self.generated[p] = cot
+        ahead = order[order.index(pid) + 1:] if pid in order else []
+        size = self.config.batch_size
+        todo = [p for p in ahead[: 4 * size] if p not in self._captured and not self._done_quietly(p)]
+        # of the next problems, those closest in length to this one: padding to the longest costs N^2 per layer
+        text = lambda p: len(self.problem(p).question) + len(self.problem(p).solution or "")  # noqa: E731
+        batch = [pid] + sorted(todo, key=lambda p: abs(text(p) - text(pid)))[: size - 1]
+        if self.config.cot == "generate":
+            missing, parts = [p for p in batch if p not in self.generated], self.teacher.prompt_parts()
+            for i in range(0, len(missing), self.config.generate_batch):
+                some = missing[i:i + self.config.generate_batch]
+                prompts = [prompt_tokens(self.teacher, self.problem(p).question, parts).prompt_ids for p in some]
+                self.generated.update(zip(some, generate_cots(self.teacher, prompts, self.config.max_new_tokens),
+                                          strict=True))
+        results = capture_problems(self.teacher, [self.problem(p) for p in batch], self.config, self.head_set,
+                                   self.teacher.prompt_parts(), self.config_hash(),
+                                   {p: self.generated.pop(p) for p in batch if p in self.generated})
+        self._captured.update(zip(batch, results, strict=True))
 
     def _done_quietly(self, pid: str) -> bool:
         try:
@@ -127,14 +148,14 @@ class CaptureStage(Stage):
         return self._problems[pid]
 
     def process(self, pid: str) -> Outputs:
-        from ..teacher.capture import capture_problem
-
-        problem = self.problem(pid)
-        if self.config.cot == "generate" and self.config.generate_batch > 1 and pid not in self.generated:
-            self._generate_ahead(pid)
-        trace, chunk = capture_problem(self.teacher, problem, self.config, self.head_set,
-                                       self.teacher.prompt_parts(), self.config_hash(), self.generated.pop(pid, None))
-        data = encode_chunk(chunk)
+        self.problem(pid)
+        if pid not in self._captured:
+            self._capture_ahead(pid)
+        result = self._captured.pop(pid)
+        if isinstance(result, Exception):
+            raise result
+        trace, chunk = result
+        data = encode_chunk(chunk, self.config.chunk_format_version)
         k = self.keys
         return Outputs(
             files={k.trace(pid): trace.model_dump_json().encode(), k.chunk(pid): data},
@@ -159,6 +180,16 @@ def problem_token_budget(teacher, cfg: CaptureConfig) -> int:
     return budget
 
 
+def keep_chunk_format(store: Store, run: str, cfg: CaptureConfig) -> CaptureConfig:
+    """``cfg`` with the run's own chunk format unless one was asked for: a run captured in an older format
+    goes on in it (same lineage, nothing recaptured); a new run takes the latest."""
+    key = RunKeys(run).stage_record(CaptureStage.name)
+    if "chunk_format_version" in cfg.model_fields_set or not store.exists(key):
+        return cfg
+    pinned = read_record(store, RunKeys(run), CaptureStage.name).config.get("chunk_format_version")
+    return cfg.model_copy(update={"chunk_format_version": pinned}) if pinned in (1, 2) else cfg
+
+
 @dataclass
 class CaptureResult:
     summary: RunSummary
@@ -170,6 +201,7 @@ def run_capture(data: str | Path, run: str, store: Store, cfg: CaptureConfig, in
     """``mycelium capture``: ingest ``data`` into run ``run``, then capture every problem of the run."""
     if not Path(data).is_file():
         raise MyceliumError(f"--data {data}: no such file")
+    cfg = keep_chunk_format(store, run, cfg)
     capture = CaptureStage(store, run, cfg, teacher=teacher)
     t = capture.teacher
     from ..teacher.tap import resolve_hidden_layer
