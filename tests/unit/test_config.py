@@ -58,7 +58,7 @@ def test_every_field_that_is_not_runtime_only_changes_the_hash(cls):
 @pytest.mark.parametrize("cls, field, value", [
     (AnalyzeConfig, "workers", 7), (AnalyzeConfig, "progress", False),
     # the device changes no output by itself; what it changes ('auto' dtype) is pinned by the calibration
-    (CaptureConfig, "device", "cuda"), (DiscoverConfig, "progress", False),
+    (CaptureConfig, "device", "cuda"), (DiscoverConfig, "progress", False), (DiscoverConfig, "workers", 2),
 ])
 def test_runtime_fields_do_not(cls, field, value):
     assert cls().hash() == cls(**{field: value}).hash()
@@ -66,3 +66,14 @@ def test_runtime_fields_do_not(cls, field, value):
 
 def test_ingest_selection_fields_are_named():
     assert set(IngestConfig.selection_fields) == {"limit", "shard_size"} <= set(IngestConfig.model_fields)
+
+
+def test_discover_options_added_after_runs_keep_their_lineage():
+    """The anneal's defaults are the one the existing runs made (the same to the bit), so their config hash, the
+    discover lineage runs/*/ib/taxonomy.json records (dd4afefeb4b6; 53c334dfb905 with min_size 8), stays; the
+    faster equivalent anneals are named apart; threads change no output."""
+    assert DiscoverConfig().hash() == "dd4afefeb4b6" and DiscoverConfig(min_size=8).hash() == "53c334dfb905"
+    assert "dtype" not in DiscoverConfig().output_fields() and "workers" not in DiscoverConfig().output_fields()
+    hashes = {DiscoverConfig(**o).hash() for o in ({}, {"dtype": "float32"}, {"distinct_rows": True},
+                                                    {"distinct_rows": True, "dtype": "float32"})}
+    assert len(hashes) == 4

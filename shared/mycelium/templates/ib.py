@@ -14,17 +14,25 @@ small perturbation; a split is kept only where the copies' q(y|t) separate
 split is recorded with its beta, parent, children, gain in I(T;Y) and cost in
 I(X;T). The first critical beta is predicted from the data: 1/rho^2, rho the
 second singular value of p(x,y)/sqrt(p(x)p(y)) (the maximal correlation).
+
+The time is in the iterations (``templates.equations``: blocks of rows in cache,
+threads). With the defaults the anneal is the one every run so far made, to the
+bit; ``distinct_rows`` (the equations over the distinct rows of p(y|x)) and
+``dtype="float32"`` make an equivalent one, the same taxonomy on the runs measured,
+in a fraction of the time (``benchmarks/ib.py``).
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..core.config import DiscoverConfig
-from ..core.infotheory import TINY, entropy, js, mutual_information, pairwise_kl
+from ..core.infotheory import entropy, js, mutual_information
+from .equations import DistinctRows, Equations, State, default_workers, iterate
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +54,14 @@ def pca(X: np.ndarray, dims: int) -> np.ndarray:
     return (X - mean) @ basis
 
 
-def neighbours(X: np.ndarray, k: int, dims: int, block: int = 1024) -> np.ndarray:
-    """[N, k] indices of each row's k nearest other rows (cosine, after PCA), computed in blocks."""
+#: Memory the neighbour search's blocks may hold at once (each thread's similarities and their ranking).
+NEIGHBOUR_BYTES = 2 << 30
+
+
+def neighbours(X: np.ndarray, k: int, dims: int, block: int = 1024, workers: int = 1) -> np.ndarray:
+    """[N, k] indices of each row's k nearest other rows (cosine, after PCA), computed in blocks of rows
+    (memory [block, N] per thread; up to ``workers`` threads, each block the same computation whichever
+    thread runs it, so the same neighbours in the same order)."""
     n = X.shape[0]
     k = min(k, n - 1)
     if k <= 0:
@@ -55,17 +69,27 @@ def neighbours(X: np.ndarray, k: int, dims: int, block: int = 1024) -> np.ndarra
     Z = pca(X.astype(np.float64), dims).astype(np.float32)
     Z /= np.linalg.norm(Z, axis=1, keepdims=True) + 1e-12
     out = np.empty((n, k), dtype=np.int64)
-    for s in range(0, n, block):  # blocks of rows, so memory is [block, N]
+    workers = max(1, min(workers, int(NEIGHBOUR_BYTES // (12 * block * n))))  # a block: 4 + 8 bytes a pair
+
+    def run(s: int) -> None:
         sims = Z[s:s + block] @ Z.T  # [b, N]
         sims[np.arange(sims.shape[0]), np.arange(s, s + sims.shape[0])] = -np.inf
-        out[s:s + block] = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        out[s:s + block] = np.argpartition(np.negative(sims, out=sims), k - 1, axis=1)[:, :k]
+
+    starts = range(0, n, block)
+    if workers > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, starts))
+    else:
+        for s in starts:
+            run(s)
     return out
 
 
 def smooth_labels(X: np.ndarray, Y: np.ndarray, cfg: DiscoverConfig) -> np.ndarray:
     """p(y|x): each step's labels mixed with its neighbours' and a small uniform floor. [N, V]"""
     Y = Y.astype(np.float64)
-    nb = neighbours(X, cfg.neighbours, cfg.pca_dims)
+    nb = neighbours(X, cfg.neighbours, cfg.pca_dims, workers=cfg.workers or default_workers())
     mixed = Y if nb.shape[1] == 0 else (1 - cfg.smoothing) * Y + cfg.smoothing * Y[nb].mean(1)
     p = (1 - cfg.label_floor) * mixed + cfg.label_floor / Y.shape[1]
     return p / p.sum(1, keepdims=True)
@@ -80,43 +104,13 @@ def critical_beta(pyx: np.ndarray, px: np.ndarray) -> float:
     return 1.0 / rho2 if rho2 > 1e-12 else float("inf")
 
 
-# ---- the self-consistent equations ---------------------------------------------------------------
-
-
-@dataclass
-class State:
-    qtx: np.ndarray  # [N, K] rows sum to 1
-    qt: np.ndarray  # [K]
-    qyt: np.ndarray  # [K, V]
-
-
-def _stats(qtx: np.ndarray, px: np.ndarray, pyx: np.ndarray) -> State:
-    qt = px @ qtx  # [K]
-    qyt = (qtx * px[:, None]).T @ pyx / np.maximum(qt, TINY)[:, None]  # [K, V]
-    return State(qtx, qt, qyt)
-
-
-def iterate(qtx: np.ndarray, beta: float, pyx: np.ndarray, px: np.ndarray, tol: float, max_iter: int
-            ) -> tuple[State, int]:
-    """Iterate the IB equations at fixed beta until q(t|x) moves less than ``tol``."""
-    it = 0
-    for it in range(1, max_iter + 1):
-        st = _stats(qtx, px, pyx)
-        kl = pairwise_kl(pyx, st.qyt)  # [N, K] KL(p(y|x) || q(y|t))
-        logits = np.log(np.maximum(st.qt, TINY))[None, :] - beta * kl  # [N, K]
-        logits -= logits.max(1, keepdims=True)
-        new = np.exp(logits)
-        new /= new.sum(1, keepdims=True)
-        delta = float(np.abs(new - qtx).max())
-        qtx = new
-        if delta < tol:
-            break
-    return _stats(qtx, px, pyx), it
+# ---- informations ------------------------------------------------------------------------------
 
 
 def informations(st: State, px: np.ndarray) -> tuple[float, float]:
     """(I(X;T), I(T;Y)) in nats: the mutual information of p(x)q(t|x) and of q(t)q(y|t)."""
-    return mutual_information(px[:, None] * st.qtx), mutual_information(st.qt[:, None] * st.qyt)
+    qt, qyt = np.asarray(st.qt, np.float64), np.asarray(st.qyt, np.float64)
+    return mutual_information(px[:, None] * st.qtx), mutual_information(qt[:, None] * qyt)
 
 
 def split_gain(q1: np.ndarray, q2: np.ndarray, px: np.ndarray, pyx: np.ndarray) -> tuple[float, float]:
@@ -168,10 +162,16 @@ class Anneal:
     pyx: np.ndarray | None = None
     px: np.ndarray | None = None
 
+    _memberships: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
     def membership(self, node: int) -> np.ndarray:
-        """q(node|x): the summed columns of the node's leaves. [N]"""
-        cols = [i for i, leaf in enumerate(self.leaves) if self._descends(leaf, node)]
-        return self.qtx[:, cols].sum(1)
+        """q(node|x): the summed columns of the node's leaves (computed once per node; read-only). [N]"""
+        if node not in self._memberships:
+            cols = [i for i, leaf in enumerate(self.leaves) if self._descends(leaf, node)]
+            q = self.qtx[:, cols].sum(1)
+            q.flags.writeable = False
+            self._memberships[node] = q
+        return self._memberships[node]
 
     def _descends(self, leaf: int, node: int) -> bool:
         while leaf != node and leaf in self.parent:
@@ -180,49 +180,77 @@ class Anneal:
 
 
 def anneal(pyx: np.ndarray, cfg: DiscoverConfig, progress=None) -> Anneal:
-    """Deterministic annealing from one cluster; returns the final soft partition and the split tree."""
+    """Deterministic annealing from one cluster; returns the final soft partition and the split tree.
+
+    With ``cfg.distinct_rows`` the equations run over the distinct rows of p(y|x) (``DistinctRows``), except
+    each trial's first update, which runs over every step: its perturbation is drawn per step, as without.
+    """
     rng = np.random.default_rng(cfg.seed)
     n, v = pyx.shape
     px = np.full(n, 1.0 / n)
     py = px @ pyx
     beta_c = critical_beta(pyx, px)
     beta = cfg.beta_start_fraction * (beta_c if np.isfinite(beta_c) else 1.0)
-    qtx = np.ones((n, 1))
+    workers = cfg.workers or default_workers()
+    rows = DistinctRows.of(pyx, px) if cfg.distinct_rows else None
+    steps = Equations(pyx, px, cfg.dtype, workers)
+    eq = Equations(rows.pyx, rows.px, cfg.dtype, workers) if rows else steps
+    wpyx, wpx = (rows.pyx, rows.px) if rows else (pyx, px)  # what the rows of q(t|x) are, and their mass
     leaves, parent, children, splits, history = [0], {}, {}, [], []
     next_id = 1
-    st, _ = iterate(qtx, beta, pyx, px, cfg.tol, cfg.max_iter)
-    beta_stop = min(cfg.beta_max, 2.0 / cfg.min_gain)
-    while beta <= beta_stop and len(leaves) < cfg.max_clusters:
-        k = st.qtx.shape[1]
-        eta = rng.choice([-1.0, 1.0], size=(n, k))
-        dup = np.concatenate([st.qtx * (0.5 + cfg.perturbation * eta), st.qtx * (0.5 - cfg.perturbation * eta)], axis=1)
-        trial, _ = iterate(dup, beta, pyx, px, cfg.tol, cfg.max_iter)
-        cols, new_leaves, kept = [], [], []
-        for j in range(k):  # over clusters (few), not steps
-            d = js(trial.qyt[j], trial.qyt[k + j])
-            if d > cfg.split_js and len(leaves) + len(kept) < cfg.max_clusters:
-                c1, c2 = next_id, next_id + 1
-                next_id += 2
-                parent[c1] = parent[c2] = leaves[j]
-                children[leaves[j]] = (c1, c2)
-                kept.append((leaves[j], c1, c2, d))
-                cols += [trial.qtx[:, j], trial.qtx[:, k + j]]
-                new_leaves += [c1, c2]
-            else:  # the copies did not separate: merge them back
-                cols.append(trial.qtx[:, j] + trial.qtx[:, k + j])
-                new_leaves.append(leaves[j])
-        st, iters = iterate(np.stack(cols, 1), beta, pyx, px, cfg.tol, cfg.max_iter)
-        leaves = new_leaves
-        for node, c1, c2, d in kept:
-            q1, q2 = st.qtx[:, leaves.index(c1)], st.qtx[:, leaves.index(c2)]
-            d_ity, d_ixt = split_gain(q1, q2, px, pyx)
-            splits.append(Split(beta, node, (c1, c2), d_ity, d_ixt, d, len(leaves)))
-        ixt, ity = informations(st, px)
-        ht = float(entropy(st.qt))
-        history.append({"beta": beta, "clusters": len(leaves), "ixt": ixt, "ity": ity, "ht": ht, "iterations": iters})
-        if progress:
-            progress(beta, len(leaves), ity)
-        beta *= cfg.beta_growth
+    try:
+        st, _ = iterate(np.ones((len(wpx), 1)), beta, eq, cfg.tol, cfg.max_iter)
+        beta_stop = min(cfg.beta_max, 2.0 / cfg.min_gain)
+        while beta <= beta_stop and len(leaves) < cfg.max_clusters:
+            k = st.qtx.shape[1]
+            eta = rng.choice([-1.0, 1.0], size=(n, k))
+            q = st.qtx[rows.inverse] if rows else st.qtx  # [N, K]
+            dup = np.concatenate([q * (0.5 + cfg.perturbation * eta), q * (0.5 - cfg.perturbation * eta)], axis=1)
+            trial = _trial(dup, beta, eq, steps, rows, cfg)
+            cols, new_leaves, kept = [], [], []
+            for j in range(k):  # over clusters (few), not steps
+                d = js(trial.qyt[j].astype(np.float64), trial.qyt[k + j].astype(np.float64))
+                if d > cfg.split_js and len(leaves) + len(kept) < cfg.max_clusters:
+                    c1, c2 = next_id, next_id + 1
+                    next_id += 2
+                    parent[c1] = parent[c2] = leaves[j]
+                    children[leaves[j]] = (c1, c2)
+                    kept.append((leaves[j], c1, c2, d))
+                    cols += [trial.qtx[:, j], trial.qtx[:, k + j]]
+                    new_leaves += [c1, c2]
+                else:  # the copies did not separate: merge them back
+                    cols.append(trial.qtx[:, j] + trial.qtx[:, k + j])
+                    new_leaves.append(leaves[j])
+            st, iters = iterate(np.stack(cols, 1), beta, eq, cfg.tol, cfg.max_iter)
+            leaves = new_leaves
+            for node, c1, c2, d in kept:
+                q1, q2 = st.qtx[:, leaves.index(c1)], st.qtx[:, leaves.index(c2)]
+                d_ity, d_ixt = split_gain(q1, q2, wpx, wpyx)
+                splits.append(Split(beta, node, (c1, c2), d_ity, d_ixt, d, len(leaves)))
+            ixt, ity = informations(st, wpx)  # the same over steps or rows: a row's steps share q(t|x)
+            ht = float(entropy(np.asarray(st.qt, np.float64)))
+            history.append({"beta": beta, "clusters": len(leaves), "ixt": ixt, "ity": ity, "ht": ht, "iterations": iters})
+            if progress:
+                progress(beta, len(leaves), ity)
+            beta *= cfg.beta_growth
+    finally:
+        steps.close()
+        eq.close()
     h_y = float(entropy(py))
-    return Anneal(st.qtx, leaves, parent, children, splits, history, beta_c, h_y, pyx, px)
+    qtx = np.asarray(st.qtx[rows.inverse] if rows else st.qtx, dtype=np.float64)  # [N, K] whatever the dtype
+    return Anneal(qtx, leaves, parent, children, splits, history, beta_c, h_y, pyx, px)
 
+
+def _trial(dup: np.ndarray, beta: float, eq: Equations, steps: Equations, rows: DistinctRows | None,
+           cfg: DiscoverConfig) -> State:
+    """The copies ``dup`` [N, 2K] iterated at ``beta``. Over distinct rows: the first update over every step
+    (the steps of a row were perturbed apart), then from its result at one step of each row."""
+    if rows is None:
+        return iterate(dup, beta, eq, cfg.tol, cfg.max_iter)[0]
+    dup = np.asarray(dup, dtype=steps.dtype)
+    new, weighted = np.empty_like(dup), steps.weigh(dup, np.empty_like(dup))
+    delta = steps.update(steps.stats(dup, weighted), beta, new, weighted)
+    start = new[rows.first]
+    if delta < cfg.tol:
+        return eq.stats(start, eq.weigh(start, np.empty_like(start)))
+    return iterate(start, beta, eq, cfg.tol, cfg.max_iter - 1)[0]

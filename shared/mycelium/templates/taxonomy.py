@@ -171,7 +171,7 @@ def build_taxonomy(an: Anneal, table: StepTable, cfg: DiscoverConfig, gain: floa
         "beta_c_predicted": an.beta_c, "beta_first_split": an.splits[0].beta if an.splits else None,
         "absorbed": absorbed, "families": fam_entries,
         "templates_at_gain": {str(g): len(surface_tension(an, cut(an, g), cfg.min_size)[0]) for g in (0.3, 0.2, 0.15, 0.1)},
-        "config": cfg.model_dump(mode="json", exclude={"progress"}),
+        "config": cfg.output_fields(),  # the hashed fields: a default-valued option added later is not listed
     }
 
 
