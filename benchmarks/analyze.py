@@ -97,7 +97,7 @@ def main() -> int:
         copy_s = (time.perf_counter() - t0) / reps
 
         n = len(items)
-        print(f"{n} chunks, {mb:.1f} MB of fp16 arrays ({mb / n * 1024:.0f} KB/chunk)")
+        print(f"{n} chunks, {mb:.1f} MB of arrays as decoded ({mb / n * 1024:.0f} KB/chunk)")
         for mode in ("fork", "persistent"):
             print(f"one core, sandbox {mode}: {1000 * full[mode] / n:.1f} ms/chunk, of which expressions in the "
                   f"sandbox {1000 * exprs[mode] / n:.1f} ms and signals/steps/mapping "

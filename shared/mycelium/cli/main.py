@@ -46,8 +46,9 @@ def _capture_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden-layer", type=int, default=None)
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="the teacher's precision (auto: bfloat16 on a GPU, float32 on a CPU); a run keeps one")
-    p.add_argument("--capture-batch", type=int, default=8,
-                   help="problems per teacher-forced pass (padded; the signals equal one problem's at a time)")
+    p.add_argument("--capture-batch", type=int, default=None,
+                   help="problems per teacher-forced pass (padded; the signals equal one problem's at a time); "
+                        "default 8 on a GPU, 1 on a CPU")
     p.add_argument("--chunk-format", type=int, default=None, choices=[1, 2],
                    help="chunk layout (default: the run's own when it has one, else 2, quantised; 1 is float16)")
 

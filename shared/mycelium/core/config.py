@@ -72,8 +72,9 @@ class CaptureConfig(StageConfig):
     signals_version: int = SIGNALS_VERSION
     chunk_format_version: Literal[1, 2] = Field(CHUNK_FORMAT_VERSION, description="the chunk layout written "
                                                 "(mycelium.records.chunk); a run keeps the one it was pinned with")
-    batch_size: int = Field(8, ge=1, le=256, description="problems per teacher-forced pass (padded; every signal "
-                                                         "equals the one-problem pass's within fp16)")
+    batch_size: int | None = Field(None, ge=1, le=256, description="problems per teacher-forced pass (padded; every "
+                                   "signal equals the one-problem pass's within fp16); default: 8 on a GPU, 1 on a "
+                                   "CPU, where a batch was measured slower (benchmarks/capture.py)")
     progress: bool = True
 
     @field_validator("computing_heads")
