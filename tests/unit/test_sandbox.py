@@ -111,8 +111,10 @@ def test_each_call_gets_its_own_memory_limit():
 def test_a_worker_that_grew_past_its_bound_is_replaced(monkeypatch):
     monkeypatch.setattr(sandbox, "MAX_GROWTH_MB", 32)  # the next worker inherits it
     first = run_sandboxed(_keep_mb, 8).value
-    assert run_sandboxed(_keep_mb, 64).value == first  # served, then retired: its heap is now 72 MB larger
-    assert _gone(first)
+    # served, then retired: its heap is now 264 MB larger (far past the bound, whatever free address space the
+    # worker inherited from a parent that has run many tests)
+    assert run_sandboxed(_keep_mb, 256).value == first
+    assert _gone(first, within_s=15.0)
     assert _worker_pid() != first
 
 
