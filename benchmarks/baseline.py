@@ -10,6 +10,7 @@ ratio they print is measured in one run on one machine.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import subprocess
@@ -21,8 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BASELINE_REF = os.environ.get("MYCELIUM_BASELINE_REF", "24254aa")
 
 
+@functools.lru_cache(maxsize=None)
 def baseline_env(ref: str = BASELINE_REF) -> dict | None:
-    """An environment whose ``import mycelium`` is the library at ``ref`` (extracted once per process)."""
+    """An environment whose ``import mycelium`` is the library at ``ref`` (extracted once per process; copy it
+    before changing it)."""
     tmp = tempfile.mkdtemp(prefix="mycelium-baseline-")
     atexit.register(shutil.rmtree, tmp, True)
     try:

@@ -7,9 +7,10 @@ code (the anneal before it was made faster, loaded from git) beside the current 
 Synthetic steps: 30 planted templates (clusters in X, each with its own op-label
 set over a 12-label vocabulary, 10 % of labels noisy). Each size and each version
 runs in a fresh process (peak RSS is its own): neighbour smoothing + anneal +
-operating point (cut and surface tension). The baseline is ``templates/ib.py`` and
-``templates/taxonomy.py`` of ``--baseline`` (default: the last commit before the
-faster anneal), run with the same config and the same inputs; the table gives its
+operating point (cut and surface tension). The baseline is the library at
+``--baseline`` (default: ``benchmarks/baseline.py``'s commit, before the faster
+anneal), extracted from git and run in its own process with the same config and the
+same inputs; the table gives its
 time and peak RSS, the current code's, their ratio, and whether both found the
 same anneal (a digest of every split and of q(t|x), which are the same to the bit
 in float64). Prints the fitted scaling exponent of time in N and whether the
@@ -20,23 +21,19 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
+from baseline import BASELINE_REF, baseline_env
 
 LAMBDA_SECONDS, LAMBDA_MB = 15 * 60, 10 * 1024
 TARGET_SECONDS, TARGET_MB = 120, 10 * 1024
-#: The last commit with the anneal as it was before the faster one (iterations over whole arrays, pairwise_kl's
-#: constant recomputed every iteration, memberships recomputed on every call).
-BASELINE = "24254aa77b3162c2a8f597c16878397cd1139b4c"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def synthetic(n: int, d: int = 896, k: int = 30, vocab: int = 12, noise: float = 0.1, seed: int = 0):
@@ -52,21 +49,6 @@ def synthetic(n: int, d: int = 896, k: int = 30, vocab: int = 12, noise: float =
     return X, Y, label
 
 
-def baseline_module(rev: str, name: str):
-    """``shared/mycelium/templates/<name>.py`` as it was at ``rev``, imported beside the current package (its
-    relative imports resolve to the current ``mycelium.core``)."""
-    path = f"shared/mycelium/templates/{name}.py"
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], capture_output=True, text=True)
-    if src.returncode:
-        raise SystemExit(f"cannot read {path} at {rev} ({src.stderr.strip()}); pass --no-baseline or --baseline REV")
-    modname = f"mycelium.templates._{name}_at_{rev[:12]}"
-    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(modname, loader=None))
-    module.__package__ = "mycelium.templates"
-    sys.modules[modname] = module
-    exec(compile(src.stdout, f"{rev[:12]}:{path}", "exec"), module.__dict__)
-    return module
-
-
 #: The current code's configs: ``exact`` is the defaults (today's anneal to the bit); ``fast`` also iterates over
 #: the distinct rows of p(y|x) in float32 (an equivalent anneal: the same taxonomy, not the same bits).
 CONFIGS = {"exact": {}, "fast": {"distinct_rows": True, "dtype": "float32"}, "rows": {"distinct_rows": True}}
@@ -79,10 +61,8 @@ def _digest(obj) -> str:
 def child(n: int, version: str, options: dict) -> dict:
     from mycelium.core.config import DiscoverConfig
 
-    if version == "current":
-        from mycelium.templates import ib, taxonomy
-    else:
-        ib, taxonomy = baseline_module(version, "ib"), baseline_module(version, "taxonomy")
+    from mycelium.templates import ib, taxonomy  # today's (the baseline's tree on PYTHONPATH) or the current one
+
     cfg = DiscoverConfig(**options)
     X, Y, _ = synthetic(n)
     t0 = time.perf_counter()
@@ -106,8 +86,12 @@ def child(n: int, version: str, options: dict) -> dict:
 
 
 def run_child(n: int, version: str, options: dict) -> dict:
+    env = dict(os.environ) if version == "current" else baseline_env(version)
+    if env is None:
+        raise SystemExit(f"no git checkout of {version}: pass --no-baseline or --baseline REV")
     out = subprocess.run([sys.executable, __file__, "--child", str(n), "--version", version,
-                          "--options", json.dumps(options)], capture_output=True, text=True)
+                          "--options", json.dumps(options)], capture_output=True, text=True, env=env,
+                         cwd=tempfile.gettempdir())
     if out.returncode:
         print(out.stderr[-3000:], file=sys.stderr)
         raise SystemExit(1)
@@ -119,7 +103,7 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000, 42000])
     ap.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=["exact", "fast"],
                     help="the current code's configs to time (exact: the defaults; fast: %s)" % CONFIGS["fast"])
-    ap.add_argument("--baseline", default=BASELINE, help="git revision of today's code to compare with")
+    ap.add_argument("--baseline", default=BASELINE_REF, help="git revision of today's code to compare with")
     ap.add_argument("--no-baseline", action="store_true", help="time the current code only")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--version", default="current", help=argparse.SUPPRESS)

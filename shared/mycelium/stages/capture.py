@@ -75,7 +75,9 @@ class CaptureStage(Stage):
         order = getattr(self, "_order", [pid])
         ahead = order[order.index(pid) + 1:] if pid in order else []
         size = self.config.batch_size or (8 if self.teacher.device.type == "cuda" else 1)
-        todo = [p for p in ahead[: 4 * size] if p not in self._captured and not self._done_quietly(p)]
+        # (with a batch of one, no look-ahead: no commit reads for problems this pass does not take)
+        todo = [p for p in ahead[: 4 * size] if p not in self._captured and not self._done_quietly(p)] \
+            if size > 1 else []
         # of the next problems, those closest in length to this one: padding to the longest costs N^2 per layer
         text = lambda p: len(self.problem(p).question) + len(self.problem(p).solution or "")  # noqa: E731
         batch = [pid] + sorted(todo, key=lambda p: abs(text(p) - text(pid)))[: size - 1]
