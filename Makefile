@@ -12,8 +12,13 @@ MIN_SIZE ?= 8
 AUGMENT ?= 3
 EPOCHS ?= 4
 
-# `make students`: the six specialists from GSM8K train (../shared/data), every stage resumable (hours on 2 cores).
-# `make evaluate`: them on GSM8K test, beside the same backbone's chain of thought, with attribution.
+# `make students`: the shipped reader (C3 + C5, the step decoder) from GSM8K train's programs, into
+#   $(READER), where `mycelium solve` finds it by default; resumes from its checkpoint (about 40 min on 2 cores).
+#   READER_PROGRAMS=run:$(TRAIN_RUN) trains it on the teacher's programs instead (`make teacher-programs` first).
+# `make teacher-programs`: the teacher's programs for GSM8K train (capture .. label), every stage resumable (hours).
+# `make specialists`: the six specialists of the first design on them, into models/$(TRAIN_RUN).
+# `make evaluate`: the shipped reader on GSM8K test, beside the last number and the same backbone's chain of thought.
+# `make evaluate-specialists`: the six specialists on GSM8K test, with attribution and the oracle ladder.
 SHARED_DATA ?= ../shared/data
 TRAIN_RUN ?= gsm8k-train
 TEST_RUN ?= gsm8k-test
@@ -21,8 +26,12 @@ TRAIN_DATA ?= $(SHARED_DATA)/gsm8k/train.jsonl
 TEST_DATA ?= $(SHARED_DATA)/gsm8k/test.jsonl
 STUDENT_EPOCHS ?= 8
 LIMIT ?=
+READER ?= shared/mycelium/data/students/reader
+READER_PROGRAMS ?= annotations
+READER_EPOCHS ?= 12
+COT_LIMIT ?= 200
 
-.PHONY: run test setup clean bench students evaluate
+.PHONY: run test setup clean bench students teacher-programs specialists evaluate evaluate-specialists
 
 setup: $(STAMP)
 
@@ -49,19 +58,31 @@ run: $(STAMP)
 	# One round of the self-improving loop: the students label what they solve, the teacher is asked about the rest.
 	$(BIN)/mycelium improve --run $(RUN) --rounds 1 --epochs $(EPOCHS) --batch-size 8 --mop-up-limit 4 \
 		--mop-up-max-new-tokens 128
+	# The shipped reader (`make students`) answers the same bundled problems.
+	$(BIN)/mycelium solve --data $(DATA) --limit 5
 
 students: $(STAMP)
+	$(BIN)/mycelium train-reader --programs $(READER_PROGRAMS) --data $(TRAIN_DATA) --out $(READER) \
+		--epochs $(READER_EPOCHS) --feature-cache runs/.features
+
+teacher-programs: $(STAMP)
 	$(BIN)/mycelium capture --data $(TRAIN_DATA) --run $(TRAIN_RUN) $(if $(LIMIT),--limit $(LIMIT))
 	$(BIN)/mycelium analyze --run $(TRAIN_RUN) --workers 2
 	$(BIN)/mycelium aggregate --run $(TRAIN_RUN)
 	$(BIN)/mycelium discover --run $(TRAIN_RUN)
 	$(BIN)/mycelium label --run $(TRAIN_RUN) --workers 2
+
+specialists: $(STAMP)
 	$(BIN)/mycelium merge --run $(TRAIN_RUN)
 	$(BIN)/mycelium train --run $(TRAIN_RUN) --epochs $(STUDENT_EPOCHS) --out models/$(TRAIN_RUN) --feature-cache runs/.features
 
+evaluate: $(STAMP)
+	$(BIN)/mycelium evaluate --models $(READER) --data $(TEST_DATA) --out reports/reader-$(TEST_RUN) \
+		--cot-limit $(COT_LIMIT) $(if $(LIMIT),--limit $(LIMIT))
+
 # The teacher reads the test problems' reference solutions (with the training run's computing heads) for
 # attribution only; the solver reads the question text alone.
-evaluate: $(STAMP)
+evaluate-specialists: $(STAMP)
 	$(BIN)/mycelium capture --data $(TEST_DATA) --run $(TEST_RUN) $(if $(LIMIT),--limit $(LIMIT)) \
 		--computing-heads $$($(BIN)/python -c "import json; print(','.join(f'{l}:{h}' for l, h in json.load(open('runs/$(TRAIN_RUN)/capture/calibration.json'))['computing_heads']))")
 	$(BIN)/mycelium analyze --run $(TEST_RUN) --workers 2

@@ -2,6 +2,7 @@
 
 import json
 from collections import defaultdict
+from fractions import Fraction
 
 import pytest
 
@@ -136,3 +137,28 @@ def test_a_variant_with_another_problem_s_text_is_dropped(labelled, tmp_path):
         for split in ("train", "val"):
             ids = [json.loads(x) for x in store.get(f"l/training/{c}/{split}.jsonl").decode().splitlines()]
             assert not [x for x in ids if x["problem_id"] == twin.problem_id and x["parent_id"]]
+
+
+def test_every_kept_program_computes_its_answer_with_the_values_the_reader_reads(labelled):
+    """The reader's targets keep the value the teacher read from each mention ("half" as 2 where the program
+    divides by 2): every kept program and variant, as steps over the reader's candidates, computes its answer."""
+    from mycelium.programs.steps import from_program
+    from mycelium.students.reader import candidates, step_targets
+    from mycelium.students.reader_train import fit_constants, run_programs, run_values
+
+    store, _ = labelled
+    programs, _ = run_programs(store, "l")
+    kept = [r for r in records(store) if r.kept]
+    assert len(programs) == len(kept) + sum(len(r.variants) for r in kept if split_of(r.problem_id, 0.1) == "train")
+    constants = fit_constants(programs, 1)
+    for p in programs:
+        values = [c.value for c in candidates(p.question, constants)[0]]
+        targets, chosen = step_targets(p.program, values)  # raises if an operand's value is no candidate's
+        assert run_values(chosen, values) == p.program.answer
+        assert matches_gold(str(p.program.answer), p.answer), p.id
+    by_id = {r.problem_id: r for r in kept}
+    for p in programs:  # the values are the teacher's: each leaf is a value some operand of the program read
+        rec = by_id.get(p.id)
+        if rec:
+            read = {Fraction(o.value) for n in rec.program.nodes for o in n.operands}
+            assert set(from_program(rec.program).leaves()) <= read | {Fraction(c) for c in constants}

@@ -44,6 +44,14 @@ class Mention:
     text: str
     values: frozenset[Fraction]
 
+    @property
+    def literal(self) -> Fraction:
+        """The value as written ("60" of "60%"), else the smallest reading ("three fifths": 3/5)."""
+        try:
+            return Fraction(self.text.replace(",", ""))
+        except (ValueError, ZeroDivisionError):
+            return min(self.values)
+
 
 def _cardinal(words: list[str]) -> tuple[int, int] | None:
     """Value and length of the number-word phrase at the start of ``words`` ("twenty five", "three hundred")."""

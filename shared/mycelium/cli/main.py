@@ -9,7 +9,8 @@
     mycelium label --run NAME [--augment K] [--store URL]
     mycelium merge --run NAME [--val-share 0.1] [--store URL]
     mycelium train --run NAME [--components C1,...] [--out models/NAME] [--backbone embedded|PATH] [--train-layers K [--lora-rank R]] [--placeholders] [--epochs N]
-    mycelium solve [--models DIR] "problem text" | --data FILE [--limit N] [--json]
+    mycelium train-reader --programs annotations|run:NAME [--data FILE] [--out DIR] [--epochs N] [--limit N]
+    mycelium solve [--models DIR] "problem text" | --data FILE [--limit N] [--json] [--beam W]
     mycelium evaluate --models DIR --data FILE --out DIR [--limit N] [--baseline cot] [--labels-run NAME]
     mycelium improve --run NAME [--rounds N] [--min-gain 0.01] [--mop-up-teacher embedded|PATH|none] [--problems N]
     mycelium deploy --bucket B [--region R] [--spot] [--max-vcpus N] [--vllm VERSION] [--synth]
@@ -23,10 +24,13 @@ import argparse
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 from ..core import env
 from ..core.errors import MyceliumError
 from . import commands
+
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "students"  # `make students` writes, `solve` reads
 
 
 def _capture_options(p: argparse.ArgumentParser) -> None:
@@ -160,12 +164,35 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--seed", type=int, default=0)
     trn.add_argument("--device", default="auto")
     trn.add_argument("--no-progress", action="store_true")
+    rd = sub.add_parser("train-reader", help="train the reader (C3 + C5: the step decoder) on step programs; reads "
+                        "the programs' source and the backbone, writes DIR/{model.safetensors,config.json,metrics.json,"
+                        "provenance.json,trained_on.txt}; a cut-off run resumes from WORK/checkpoint.pt")
+    rd.add_argument("--programs", default="annotations", help="annotations: the dataset's own <<a*b=c>> "
+                    "calculations, string-matched (GSM8K); run:NAME: the teacher's programs of a labelled run")
+    rd.add_argument("--data", default=None, help="the dataset file whose annotations are the programs (annotations)")
+    rd.add_argument("--out", default=str(SHIPPED / "reader"), help="where the reader is written (default: the "
+                    "shipped students, where `mycelium solve` looks)")
+    rd.add_argument("--work", default="runs/checkpoints/reader", help="checkpoint.pt and best.pt (resumable state, "
+                    "kept out of --out)")
+    rd.add_argument("--val-share", type=float, default=0.1, help="share of problems (by id hash, merge's rule) in val")
+    rd.add_argument("--epochs", type=int, default=10)
+    rd.add_argument("--batch-size", type=int, default=32)
+    rd.add_argument("--lr", type=float, default=1e-3)
+    rd.add_argument("--limit", type=int, default=None, help="train on the first N train programs")
+    rd.add_argument("--feature-cache", default="runs/.features", help="encoded texts on disk (a second run skips "
+                    "the backbone)")
+    rd.add_argument("--store", default=None)
+    rd.add_argument("--backbone", default="embedded")
+    rd.add_argument("--no-progress", action="store_true")
+    rd.set_defaults(func=commands.train_reader)
     sol = sub.add_parser("solve", help="answer problems with the trained students and sympy (no chain of thought)")
     sol.add_argument("text", nargs="?", help="one problem's text")
     sol.add_argument("--data", help="JSONL of problems (GSM8K, MATH or {question}); only the question is read")
     sol.add_argument("--format", default="auto", choices=["auto", "gsm8k", "math", "plain"])
     sol.add_argument("--limit", type=int, default=None)
-    sol.add_argument("--models", default="models/sample", help="the directory `mycelium train` wrote")
+    sol.add_argument("--models", default=str(SHIPPED), help="a reader (`make students`) or the directory "
+                     "`mycelium train` wrote (default: the shipped students)")
+    sol.add_argument("--beam", type=int, default=10, help="the reader's beam width")
     sol.add_argument("--backbone", default="embedded")
     sol.add_argument("--json", action="store_true", help="one JSON object per problem")
     sol.add_argument("--theta", type=float, default=0.9, help="decisions below this confidence branch")
@@ -194,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--store", default=None, help="where --labels-run and the training run are (runs/ by default)")
     ev.add_argument("--drop-overlap", action="store_true",
                     help="drop problems found in the training data instead of stopping")
+    ev.add_argument("--beam", type=int, default=10, help="the reader's beam width")
     ev.add_argument("--backbone", default="embedded")
     ev.add_argument("--theta", type=float, default=0.9)
     ev.add_argument("--budget", type=int, default=400)

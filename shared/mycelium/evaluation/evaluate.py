@@ -26,9 +26,9 @@ from pathlib import Path
 
 from ..core.errors import ConfigError
 from ..records.datasets import BadRowError, read_dataset
-from ..solver.solve import Question, Solution, Solver
+from ..solver.solve import FAILED, Question, Solution, Solver, solve_safely
 from .attribution import CATEGORIES, LADDER, attribute, ladder, teacher_programs
-from .grading import grade_many
+from .grading import exact_equal, grade_many
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
@@ -107,12 +107,16 @@ def evaluate(models: Path, data: Path, out: Path, teacher, solver_options=None, 
     opts = options or EvalOptions()
     out.mkdir(parents=True, exist_ok=True)
     problems, bad = read_problems(Path(data), fmt, opts.limit)
-    problems, overlap = check_overlap(problems, read_trained_on(models), opts.drop_overlap)
+    from ..solver.read import reader_dir
+
+    problems, overlap = check_overlap(problems, read_trained_on(reader_dir(models) or models), opts.drop_overlap)
     if not problems:
         raise ConfigError(f"{data}: no problems to evaluate ({len(bad)} bad rows, {len(overlap)} in the training data)")
-    solver = Solver(models, teacher, solver_options)
-    train_run = json.loads((Path(models) / "C3" / "provenance.json").read_text())["run"]
-    teacher_progs = (teacher_programs(store, opts.labels_run, train_run, problems, opts.progress)
+    solver = make_solver(models, teacher, solver_options)
+    if opts.labels_run and not hasattr(solver, "read"):
+        raise ConfigError(f"{models}: attribution and the oracle ladder are the six students' (the reader has none "
+                          "yet); evaluate the reader without --labels-run")
+    teacher_progs = (teacher_programs(store, opts.labels_run, _train_run(models), problems, opts.progress)
                      if opts.labels_run else {})
 
     solutions, rungs = _solve_all(solver, problems, teacher_progs, out / "solutions.partial.jsonl",
@@ -129,6 +133,7 @@ def evaluate(models: Path, data: Path, out: Path, teacher, solver_options=None, 
         "overlap": {"trained_on": "trained_on.txt", "in_training": len(overlap), "dropped": len(overlap)},
         "solver": {"accuracy": _rate([g.correct for g in grades]),
                    "coverage": _rate([not s.abstained for s in solutions]),
+                   "failed": sum(bool(s.reason and s.reason.startswith(FAILED)) for s in solutions),
                    "accuracy_when_answered": _rate([g.correct for g, s in zip(grades, solutions) if not s.abstained]),
                    "latency_ms": _latency([s.ms for s in solutions]),
                    "programs_tried": _latency([float(s.programs_tried) for s in solutions]),
@@ -140,6 +145,9 @@ def evaluate(models: Path, data: Path, out: Path, teacher, solver_options=None, 
         "by": _by_group(problems, grades, solutions, cot_grades),
         "coverage_accuracy": _coverage_curve(solutions, grades),
     }
+    if any("beam" in s.trace for s in solutions):  # the verifier's ceiling: a right value anywhere in the beam
+        metrics["solver"]["pass_at_beam"] = _rate([any(exact_equal(p.answer, b["value"]) for b in s.trace.get("beam", []))
+                                                   for p, s in zip(problems, solutions)])
     if cot:
         metrics["baselines"]["same backbone, chain of thought"] = _cot_metrics(cot, cot_grades, solutions, grades)
     categories: list[str | None] = [None] * len(problems)
@@ -162,11 +170,26 @@ def evaluate(models: Path, data: Path, out: Path, teacher, solver_options=None, 
     return metrics
 
 
+def make_solver(models: Path, teacher, solver_options=None):
+    """The reader's solver where ``models`` holds a reader (``solve.read.reader_dir``), else the six students'."""
+    from ..solver.read import ReaderOptions, ReaderSolver, reader_dir
+
+    reader = reader_dir(models)
+    if reader is not None:
+        return ReaderSolver(reader, teacher, ReaderOptions(width=getattr(solver_options, "beam", 10)))
+    return Solver(models, teacher, solver_options)
+
+
+def _train_run(models: Path) -> str:
+    return json.loads((Path(models) / "C3" / "provenance.json").read_text())["run"]
+
+
 def _resume_key(models: Path, solver_options, opts: EvalOptions) -> str:
     """What a solved problem's line depends on: the weights, the solver's options, the labels run."""
     import hashlib
 
-    weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(models).glob("*/model.safetensors"))
+    weights = sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in
+                     [*Path(models).glob("*/model.safetensors"), *Path(models).glob("model.safetensors")])
     text = json.dumps([str(Path(models).resolve()), weights, vars(solver_options), opts.labels_run], default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -194,10 +217,22 @@ def _solve_all(solver, problems: list, teacher_progs: dict, partial: Path, key: 
                 solutions.append(Solution(**row["solution"]))
                 rungs.append(row["rungs"])
                 continue
-            reading = solver.read(Question(id=p.id, text=p.question))  # the text only: no answer, no solution
-            solutions.append(solver.answer(reading))
+            q = Question(id=p.id, text=p.question)  # the text only: no answer, no solution
+            if not hasattr(solver, "read"):  # the reader: no oracle ladder
+                solutions.append(solve_safely(solver, q))
+                rungs.append(None)
+                f.write(json.dumps({"key": key, "id": p.id, "solution": solutions[-1].to_json(), "rungs": None}) + "\n")
+                f.flush()
+                continue
+            try:
+                reading = solver.read(q)
+                solutions.append(solver.answer(reading))
+            except Exception as e:  # noqa: BLE001 - one problem never stops the others: named in its reason
+                solutions.append(Solution(id=q.id, answer=None, abstained=True, confidence=0.0,
+                                          reason=f"{FAILED}{type(e).__name__}: {e}"))
+                reading = None
             prog = teacher_progs.get(p.id)
-            has_program = prog is not None and not isinstance(prog, str)
+            has_program = reading is not None and prog is not None and not isinstance(prog, str)
             rungs.append([s.answer for s in ladder(solver, reading, prog, solutions[-1])] if has_program else None)
             f.write(json.dumps({"key": key, "id": p.id, "solution": solutions[-1].to_json(), "rungs": rungs[-1]}) + "\n")
             f.flush()

@@ -79,6 +79,9 @@ def write_report(m: dict, out: Path, solver_ms: list[float], cot_ms: list[float]
              "| method | accuracy | coverage | latency per problem (median / mean) |", "|---|---|---|---|",
              f"| solver (students + sympy, no CoT) | **{_pct(s['accuracy'])}** | {_pct(s['coverage'])} | "
              f"{s['latency_ms']['median']:.0f} / {s['latency_ms']['mean']:.0f} ms |"]
+    if "pass_at_beam" in s:
+        lines.append(f"| a right value anywhere in the solver's beam (pass@beam, the verifier's ceiling) | "
+                     f"{_pct(s['pass_at_beam'])} | | |")
     cot = base.get("same backbone, chain of thought")
     if cot:
         lines.append(f"| same backbone writing CoT, greedy (first {cot['n']}; latency: first {cot['timed']}) | "

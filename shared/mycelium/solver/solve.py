@@ -44,6 +44,7 @@ class SolverOptions:
     fuse: float = 0.0  # > 0: C1, C4 and C5 reweight C3's operand pointers with this weight (fused_pointers)
     flat: float = 0.2  # C2: abstain when no template is at least this probable
     timeout_s: float = 5.0
+    beam: int = 10  # the reader's beam width (a models directory with a reader)
 
 
 @dataclass
@@ -171,7 +172,7 @@ class Solver:
                               shape_slots=[min(s.count("{}"), vocab.max_operands) for s in vocab.shapes],
                               pointers=_log_softmax(pointers), n_mentions=int(c3["n_mentions"]),
                               n_constants=len(vocab.constants))
-        spans = [((m.start, m.end), _literal(m)) for m in mentions(question.text)]  # the pointers' candidates
+        spans = [((m.start, m.end), m.literal) for m in mentions(question.text)]  # the pointers' candidates
         templates = [vocab.templates[int(i)] for i in c3["template"][0].argmax(-1)]
         return Reading(question, trace, float(probs.max()), fmt, decisions, spans,
                        (time.perf_counter() - t0) * 1000, templates)
@@ -251,6 +252,20 @@ class Solver:
         return out
 
 
+FAILED = "failed: "
+
+
+def solve_safely(solver, question: Question) -> Solution:
+    """``solver.solve(question)``, or an abstention whose reason names the error (``FAILED`` + type and message):
+    one problem never stops the others (``solve --data``, ``evaluate``, the loop's maps)."""
+    t0 = time.perf_counter()
+    try:
+        return solver.solve(question)
+    except Exception as e:  # noqa: BLE001 - named in the reason and counted by the caller
+        return Solution(id=question.id, answer=None, abstained=True, reason=f"{FAILED}{type(e).__name__}: {e}",
+                        confidence=0.0, ms=(time.perf_counter() - t0) * 1000)
+
+
 def _vote(computed: list) -> tuple:
     """The answer the computed programs' probability mass favours (programs with the same value pool their
     probability), its most probable program, and that pooled probability under C3 as the confidence. With one
@@ -267,12 +282,3 @@ def _vote(computed: list) -> tuple:
             pool[0] += p
     mass, (cand, nodes, value) = max(pools, key=lambda q: q[0])
     return cand, nodes, value, mass
-
-
-def _literal(mention) -> Fraction:
-    """The value a mention is read as: its digits as written ("60" of "60%"), else its smallest reading
-    ("three fifths": 3/5)."""
-    try:
-        return Fraction(mention.text.replace(",", ""))
-    except (ValueError, ZeroDivisionError):
-        return min(mention.values)

@@ -164,7 +164,7 @@ class Loop:
         """Round k's students on part i of the val problems -> ``rounds/r<k>/val/part-<i>.json`` (their answers)."""
         from tqdm import tqdm
 
-        from ..solver.solve import Question, Solver, SolverOptions
+        from ..solver.solve import Question, Solver, SolverOptions, solve_safely
         from ..students.saved import models_digest
 
         key, models = self.keys("rounds", f"r{k}", "val", f"part-{i:05d}.json"), self.models(k)
@@ -178,7 +178,7 @@ class Loop:
         solver = self._solver[1]
         answers, ms = {}, {}
         for pid in tqdm(self.part("val", i), desc=f"val r{k}", unit="problem", disable=not c.progress):
-            sol = solver.solve(Question(id=pid, text=self.problem_by_id[pid].question))  # the text only
+            sol = solve_safely(solver, Question(id=pid, text=self.problem_by_id[pid].question))  # the text only
             answers[pid], ms[pid] = sol.answer, round(sol.ms, 1)
         self.store.put(key, json_bytes({**made, "answers": answers, "ms": ms}))
         return {"part": i, "problems": len(answers)}

@@ -91,10 +91,11 @@ class FeatureCache:
     """Encoded texts on disk, one ``.npz`` per text, keyed by the backbone's id and precision, the layer, the
     placeholders flag and the text: a second training run on the same problems skips the backbone entirely."""
 
-    def __init__(self, root: Path, teacher, layer: int, placeholders: bool):
+    def __init__(self, root: Path, teacher, layer: int | tuple[int, ...], placeholders: bool):
         dtype = next(teacher.model.parameters()).dtype
         self.root = Path(root)
-        self.prefix = f"{backbone_id(teacher)}|{dtype}|layer{layer}|placeholders{int(placeholders)}|max{MAX_TOKENS}|"
+        name = f"layer{layer}" if isinstance(layer, int) else "layers" + "-".join(map(str, layer))
+        self.prefix = f"{backbone_id(teacher)}|{dtype}|{name}|placeholders{int(placeholders)}|max{MAX_TOKENS}|"
 
     def path(self, text: str) -> Path:
         key = hashlib.sha256((self.prefix + text).encode()).hexdigest()
@@ -116,18 +117,24 @@ class FeatureCache:
 
 
 def frozen_features(teacher, texts: list[str], train_layers: int, batch_size: int = 16,
-                    progress: bool = True, placeholders: bool = False, cache: Path | None = None) -> dict[str, Encoded]:
+                    progress: bool = True, placeholders: bool = False, cache: Path | None = None,
+                    layers: tuple[int, ...] | None = None) -> dict[str, Encoded]:
     """text -> Encoded, with the output of the bottom ``L - train_layers`` layers (never recomputed per epoch);
     with ``placeholders``, of the text with its numbers as N0, N1, … (offsets in the original text). With
-    ``cache`` (a directory), texts encoded before are read from it and new ones are added."""
+    ``cache`` (a directory), texts encoded before are read from it and new ones are added. With ``layers``
+    (hidden-state indices, 0 the embeddings, L the last layer after the final norm), the features are those
+    layers stacked, [T, len(layers), d], for a student that learns its own mix of depths."""
     import torch
     from tqdm import tqdm
 
     n_layers = teacher.config.num_hidden_layers
     if not 0 <= train_layers <= n_layers:
         raise ValueError(f"train_layers {train_layers} out of range for a {n_layers}-layer backbone")
+    if layers is not None and not all(0 <= i <= n_layers for i in layers):
+        raise ValueError(f"layers {layers} out of range for a {n_layers}-layer backbone")
     out: dict[str, Encoded] = {}
-    store = FeatureCache(cache, teacher, n_layers - train_layers, placeholders) if cache else None
+    store = FeatureCache(cache, teacher, tuple(layers) if layers else n_layers - train_layers,
+                         placeholders) if cache else None
     unique = sorted(set(texts), key=len)
     if store:
         for t in unique:
@@ -149,8 +156,9 @@ def frozen_features(teacher, texts: list[str], train_layers: int, batch_size: in
             ids[r, :len(tid)] = torch.from_numpy(tid)
             mask[r, :len(tid)] = 1
         with torch.no_grad():
-            hs = decoder(input_ids=ids.to(teacher.device), attention_mask=mask.to(teacher.device),
-                         output_hidden_states=True, use_cache=False).hidden_states[n_layers - train_layers]
+            states = decoder(input_ids=ids.to(teacher.device), attention_mask=mask.to(teacher.device),
+                             output_hidden_states=True, use_cache=False).hidden_states
+        hs = torch.stack([states[i] for i in layers], 2) if layers else states[n_layers - train_layers]
         for r, (text, (tid, offsets)) in enumerate(zip(chunk, toks)):
             out[text] = Encoded(tid, offsets, hs[r, :len(tid)].float().cpu().numpy().astype(np.float16))
             if store:

@@ -1,0 +1,348 @@
+"""Train the reader: step programs in, a saved reader out, with a checkpoint every epoch (a run cut off
+partway resumes where it stopped) and val metrics beside a baseline.
+
+Programs come from a source (``programs``): GSM8K's own annotations (string-matched operands) or a labelled
+run's teacher programs (the values the teacher read). The split is merge's (``split_of``, by problem id), so
+val is the same problems whatever the source. Early stopping keeps the epoch with the best val answer accuracy
+(greedy decoding; the beam is for the final evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..analysis.numwords import mentions
+from ..core.errors import ConfigError
+from ..programs.examples import answer_format
+from ..programs.steps import OPS, StepProgram
+from ..students.data import FORMATS
+from .encode import Encoded
+from .reader import Reader, ReaderConfig, ReaderItem, collate, make_item
+
+DEPTHS = (0.2, 0.4, 8 / 15, 2 / 3, 0.8, 1.0)  # of the backbone's depth: layers 6, 12, 16, 20, 24, 30 of 30
+
+
+def default_layers(n_layers: int) -> list[int]:
+    """The layers whose mix the reader learns, by default: six depths from a fifth of the way to the last."""
+    return sorted({max(1, round(n_layers * f)) for f in DEPTHS})
+
+
+@dataclass
+class Labelled:
+    id: str
+    question: str
+    answer: str
+    program: StepProgram
+    split: str
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    patience: int = 4
+    min_constant_count: int = 20
+    limit: int | None = None  # train on the first N train programs (the learning curve)
+    seed: int = 0
+    progress: bool = True
+    hidden: int = 256
+    layers: list[int] | None = None  # hidden-state indices mixed (default: default_layers of the backbone)
+    sets: bool = True  # False (ablation): one target per step, not every candidate of the right value
+
+
+def fit_constants(programs: list[Labelled], min_count: int) -> list[str]:
+    """Values programs read that no mention of their problem holds, seen at least ``min_count`` times."""
+    counts: Counter = Counter()
+    for p in programs:
+        held = {v for m in mentions(p.question) for v in m.values}
+        counts.update({v for v in p.program.leaves() if v not in held})
+    return [str(v) for v, n in counts.most_common() if n >= min_count]
+
+
+def items_for(programs: list[Labelled], encoded: dict, cfg: ReaderConfig, sets: bool = True
+              ) -> tuple[list[ReaderItem], Counter]:
+    """The programs the reader can express (every operand held by a candidate), and why the rest are not."""
+    items, dropped = [], Counter()
+    for p in programs:
+        if len(p.program.steps) > cfg.max_steps:
+            dropped["more steps than max_steps"] += 1
+            continue
+        try:
+            items.append(make_item(p.question, encoded[p.question], cfg, p.program, answer_format(p.answer), sets))
+        except ValueError:
+            dropped["an operand no candidate holds"] += 1
+    return items, dropped
+
+
+def _batches(items: list, size: int, rng: random.Random) -> list[list]:
+    """Batches of similar length (less padding), in random order."""
+    order = sorted(range(len(items)), key=lambda i: (len(items[i].features), rng.random()))
+    batches = [[items[i] for i in order[k:k + size]] for k in range(0, len(order), size)]
+    rng.shuffle(batches)
+    return batches
+
+
+@torch.no_grad()
+def greedy(model: Reader, batch: dict) -> list[list[tuple[int, int, int]]]:
+    """The most probable step at each step (STOP ends), for a batch."""
+    ctx = model.start(batch)
+    B = ctx["cand"].shape[0]
+    out: list[list] = [[] for _ in range(B)]
+    alive = torch.ones(B, dtype=torch.bool)
+    for k in range(model.cfg.max_steps):
+        logp, stop = model.scores(ctx)
+        flat = logp.flatten(1)
+        best, idx = flat.max(1)
+        halt = stop >= best
+        S = logp.shape[1]
+        op, i, j = idx % len(OPS), idx // (S * len(OPS)), (idx // len(OPS)) % S
+        go = alive & ~halt
+        for b in torch.nonzero(go).flatten().tolist():
+            out[b].append((int(op[b]), int(i[b]), int(j[b])))
+        alive = go
+        if not alive.any():
+            break
+        ctx = model.advance(ctx, op, i, j, go=go)
+    return out
+
+
+def run_values(steps, values: list[Fraction]) -> Fraction | None:
+    from ..programs.steps import apply
+
+    vals = list(values)
+    for op, i, j in steps:
+        if i >= len(vals) or j >= len(vals):
+            return None
+        v = apply(OPS[op], vals[i], vals[j])
+        if v is None:
+            return None
+        vals.append(v)
+    return vals[-1] if steps else None
+
+
+def evaluate_items(model: Reader, items: list[ReaderItem], answers: list[str], batch_size: int = 64) -> dict:
+    """Teacher-forced step top-1 and operand-slot top-1, free-running exact match and answer accuracy (greedy)."""
+    from ..programs.execute import exact
+
+    model.eval()
+    step_hit = slot_hit = steps = slots = exact_hit = answer_hit = 0
+    for k in range(0, len(items), batch_size):
+        chunk, gold = items[k:k + batch_size], answers[k:k + batch_size]
+        batch = collate(chunk, model.cfg)
+        ctx = model.start(batch)
+        C = batch["n_cand"]
+        for t in range(model.cfg.max_steps):
+            live = batch["live"][:, t] & ~batch["stop"][:, t]
+            if not live.any():
+                break
+            logp, _ = model.scores(ctx)
+            S = logp.shape[1]
+            idx = logp.flatten(1).argmax(1)
+            op, i, j = idx % len(OPS), idx // (S * len(OPS)), (idx // len(OPS)) % S
+            for b in torch.nonzero(live).flatten().tolist():
+                tg = batch["target"][b, t]
+                steps += 1
+                step_hit += bool(tg[i[b], j[b], op[b]])
+                ok_a, ok_b = tg[i[b]].any(), tg[:, j[b]].any()  # this slot's value is one a target step reads
+                slots += 2
+                slot_hit += int(bool(ok_a)) + int(bool(ok_b))
+            ch = batch["chosen"][:, t]
+            ctx = model.advance(ctx, ch[:, 0], ch[:, 1], ch[:, 2], go=live)
+        for it, prog, g in zip(chunk, greedy(model, batch), gold):
+            pad = [c.value for c in it.cand] + [Fraction(0)] * (C - len(it.cand))
+            v = run_values(prog, pad)
+            answer_hit += v is not None and exact(g) is not None and v == exact(g)
+            exact_hit += len(prog) == len(it.targets) and all(
+                _slot_step(s, C, len(it.cand)) in {(op, i, j) for op, i, j in tg} for s, tg in zip(prog, it.targets))
+    n = max(1, len(items))
+    return {"n": len(items), "step_top1": step_hit / max(1, steps), "operand_top1": slot_hit / max(1, slots),
+            "exact_match": exact_hit / n, "answer_accuracy": answer_hit / n}
+
+
+def _slot_step(s, width: int, n_cand: int):
+    """A step over batch-padded slots back to the problem's own candidate indices."""
+    op, i, j = s
+    back = lambda x: x if x < n_cand else x - width + n_cand  # noqa: E731
+    return (op, back(i), back(j))
+
+
+def train(labelled: list[Labelled], teacher, out: Path, opts: TrainOptions, cache: Path | None = None,
+          provenance: dict | None = None, work: Path | None = None) -> dict:
+    """Train (or resume) a reader on the train split of ``labelled``; save the best epoch's weights in ``out``.
+    The resumable state (``checkpoint.pt``, ``best.pt``) is kept in ``work`` (default: ``out``), so a shipped
+    ``out`` holds only the weights, config, provenance and metrics."""
+    from tqdm import tqdm
+
+    from .encode import backbone_id, frozen_features
+    from .saved import write_trained_on
+
+    torch.manual_seed(opts.seed)
+    rng = random.Random(opts.seed)
+    train_p = [p for p in labelled if p.split == "train"][:opts.limit]
+    val_p = [p for p in labelled if p.split == "val"]
+    if not train_p or not val_p:
+        raise ConfigError(f"reader: {len(train_p)} train and {len(val_p)} val programs; both splits are needed")
+    defaults = default_layers(teacher.config.num_hidden_layers)
+    cfg = ReaderConfig(backbone=backbone_id(teacher), d_in=teacher.config.hidden_size,
+                       layers=list(opts.layers or defaults),
+                       constants=fit_constants(train_p, opts.min_constant_count), formats=list(FORMATS),
+                       hidden=opts.hidden)
+    texts = [p.question for p in train_p + val_p]
+    # a subset of the default layers is read from their cache (one encoding serves every variant)
+    stored = tuple(defaults) if set(cfg.layers) <= set(defaults) else tuple(cfg.layers)
+    encoded = frozen_features(teacher, texts, 0, progress=opts.progress, cache=cache, layers=stored)
+    if stored != tuple(cfg.layers):
+        pick = [stored.index(i) for i in cfg.layers]
+        encoded = {t: Encoded(e.ids, e.offsets, e.features[:, pick]) for t, e in encoded.items()}
+    train_items, dropped = items_for(train_p, encoded, cfg, opts.sets)
+    val_kept = [(it, p.answer) for p in val_p for it in items_for([p], encoded, cfg)[0]]
+    val_items, val_answers = [v[0] for v in val_kept], [v[1] for v in val_kept]
+    model = Reader(cfg)
+    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    work = Path(work or out)
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt_path = work / "checkpoint.pt"
+    state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "curve": [], "stale": 0}
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, weights_only=False)
+        if ck["config"] != cfg.to_dict() or ck.get("options") != _hashed(opts):
+            raise ConfigError(f"{ckpt_path}: a checkpoint of another configuration; remove it to start afresh")
+        model.load_state_dict(ck["model"])
+        optim.load_state_dict(ck["optim"])
+        state = ck["state"]
+        rng.setstate(ck["rng"])
+        torch.set_rng_state(ck["torch_rng"])
+    steps_per_epoch = math.ceil(len(train_items) / opts.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, opts.lr, total_steps=max(1, opts.epochs * steps_per_epoch),
+                                                pct_start=0.1, last_epoch=state["epoch"] * steps_per_epoch - 1)
+    while state["epoch"] < opts.epochs and state["stale"] < opts.patience:
+        model.train()
+        t0, total, n = time.perf_counter(), 0.0, 0
+        batches = _batches(train_items, opts.batch_size, rng)
+        for batch_items in tqdm(batches, desc=f"reader epoch {state['epoch'] + 1}", unit="batch",
+                                disable=not opts.progress):
+            loss, _ = model.loss(collate(batch_items, cfg))
+            optim.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            sched.step()
+            total, n = total + loss.item(), n + 1
+        seconds = time.perf_counter() - t0
+        val = evaluate_items(model, val_items, val_answers)
+        state["epoch"] += 1
+        state["curve"].append({"epoch": state["epoch"], "loss": total / max(1, n), "seconds": round(seconds, 1)} | val)
+        if val["answer_accuracy"] > state["best"]:
+            state |= {"best": val["answer_accuracy"], "best_epoch": state["epoch"], "stale": 0}
+            torch.save(model.state_dict(), work / "best.pt")
+        else:
+            state["stale"] += 1
+        torch.save({"config": cfg.to_dict(), "options": _hashed(opts), "model": model.state_dict(), "optim": optim.state_dict(),
+                    "state": state, "rng": rng.getstate(), "torch_rng": torch.get_rng_state()}, ckpt_path)
+        if opts.progress:
+            print(f"epoch {state['epoch']}: loss {total / max(1, n):.3f}, val {json.dumps(val)} ({seconds:.0f} s)")
+    model.load_state_dict(torch.load(work / "best.pt"))
+    metrics = {"best_epoch": state["best_epoch"], "val": state["curve"][state["best_epoch"] - 1],
+               "train_programs": len(train_items), "val_programs": len(val_items),
+               "dropped": dict(dropped), "constants": cfg.constants, "curve": state["curve"]}
+    save(model, out, (provenance or {}) | {"train_problems": len(train_p)}, metrics)
+    write_trained_on(out, set(texts))  # evaluation refuses these problems (by content hash)
+    return metrics
+
+
+def _hashed(opts: TrainOptions) -> dict:
+    """The options a checkpoint's weights depend on (not how long to train or how to show it)."""
+    return {k: v for k, v in vars(opts).items() if k not in ("epochs", "patience", "progress")}
+
+
+def save(model: Reader, out: Path, provenance: dict, metrics: dict) -> Path:
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().half().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=1))
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=1))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    from .saved import _plot
+
+    _plot([{k: v for k, v in c.items() if k not in ("n", "seconds")} for c in metrics.get("curve", [])], "reader",
+          out / "curve.png")
+    return out
+
+
+def load(path: Path, teacher) -> Reader:
+    """The reader saved in ``path``, for ``teacher``'s backbone; a ConfigError names what does not match."""
+    from safetensors.torch import load_file
+
+    from .encode import backbone_id
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{path}: no saved reader (config.json missing)")
+    try:
+        cfg = ReaderConfig(**json.loads((path / "config.json").read_text()))
+    except TypeError as e:
+        raise ConfigError(f"{path}/config.json: not a reader config this version reads ({e})") from None
+    if cfg.backbone != backbone_id(teacher):
+        raise ConfigError(f"{path}: trained on backbone {cfg.backbone}, not {backbone_id(teacher)}")
+    model = Reader(cfg)
+    model.load_state_dict({k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()})
+    return model.eval()
+
+
+def annotation_programs(path: Path, val_share: float = 0.1, order: str = "canonical"
+                        ) -> tuple[list[Labelled], Counter]:
+    """GSM8K rows with their annotations as step programs (string-matched), and why the others have none."""
+    from ..programs.steps import NotAProgram, from_annotations
+    from ..records.datasets import BadRowError, read_dataset
+    from ..stages.merge import split_of
+
+    out, reasons = [], Counter()
+    for row in read_dataset(path, "gsm8k"):
+        if isinstance(row, BadRowError):
+            reasons["bad row"] += 1
+            continue
+        try:
+            prog = from_annotations(row.question, row.solution or "", row.answer, order)
+        except NotAProgram as e:
+            reasons[e.reason] += 1
+            continue
+        out.append(Labelled(row.id, row.question, row.answer, prog, split_of(row.id, val_share)))
+    return out, reasons
+
+
+def run_programs(store, run: str, val_share: float = 0.1) -> tuple[list[Labelled], Counter]:
+    """A labelled run's teacher programs as step programs (with the values the teacher read), their augmented
+    variants in train only; and why the others have none."""
+    from ..programs.steps import NotAProgram, from_program
+    from ..records.programs import LabelRecord
+    from ..stages.merge import split_of
+
+    out, reasons = [], Counter()
+    keys = store.list(f"{run}/labels/")
+    if not keys:
+        raise ConfigError(f"run {run}: no labels (run `mycelium label --run {run}`)")
+    for key in keys:
+        rec = LabelRecord.model_validate_json(store.get(key))
+        if not rec.kept:
+            reasons[rec.reason or "not kept"] += 1
+            continue
+        split = split_of(rec.problem_id, val_share)
+        for prog in [rec.program] + (rec.variants if split == "train" else []):
+            try:
+                out.append(Labelled(prog.problem_id, prog.question, prog.answer, from_program(prog), split))
+            except NotAProgram as e:
+                reasons[e.reason] += 1
+    return out, reasons
