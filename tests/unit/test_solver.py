@@ -76,7 +76,7 @@ def students(labelled, tiny_teacher, tmp_path_factory):  # noqa: F811
 
 def test_poisoned_answers_and_solutions_give_identical_outputs(students, tiny_teacher, tmp_path, capsys, monkeypatch):
     import mycelium.teacher.model as teacher_model
-    from mycelium.cli.commands import solve
+    from mycelium.cli.solving import solve
 
     from ..conftest import SAMPLE
 
@@ -88,7 +88,8 @@ def test_poisoned_answers_and_solutions_give_identical_outputs(students, tiny_te
         path = tmp_path / f"{name}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in data))
         args = type("A", (), dict(text=None, data=str(path), format="auto", limit=None, models=str(students),
-                                  backbone=None, json=True, theta=0.9, budget=200, width=3, max_programs=24, vote=1, fuse=0.0))()
+                                  backbone=None, json=True, theta=0.9, budget=200, width=3, max_programs=24, vote=1, fuse=0.0,
+                                  beam=10))()
         assert solve(args) == 0
         lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
         outputs.append([{k: v for k, v in x.items() if k != "ms"} for x in lines])

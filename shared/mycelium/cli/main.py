@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..core import env
 from ..core.errors import MyceliumError
-from . import commands
+from . import commands, solving
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "students"  # `make students` writes, `solve` reads
 
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--store", default=None)
     rd.add_argument("--backbone", default="embedded")
     rd.add_argument("--no-progress", action="store_true")
-    rd.set_defaults(func=commands.train_reader)
+    rd.set_defaults(func=solving.train_reader)
     sol = sub.add_parser("solve", help="answer problems with the trained students and sympy (no chain of thought)")
     sol.add_argument("text", nargs="?", help="one problem's text")
     sol.add_argument("--data", help="JSONL of problems (GSM8K, MATH or {question}); only the question is read")
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     sol.add_argument("--max-programs", type=int, default=24, help="complete programs the search may execute")
     sol.add_argument("--vote", type=int, default=1, help="pool this many computing programs by their answer")
     sol.add_argument("--fuse", type=float, default=0.0, help="weight of C1, C4 and C5 on C3's operand pointers")
-    sol.set_defaults(func=commands.solve)
+    sol.set_defaults(func=solving.solve)
     ev = sub.add_parser("evaluate", help="the solver on a test split, graded, beside the same backbone's chain of "
                         "thought; with --labels-run, error attribution and the oracle ladder")
     ev.add_argument("--models", required=True, help="the directory `mycelium train` wrote")

@@ -35,6 +35,12 @@ def problem_id(question: str) -> str:
     return "p" + hashlib.sha256(norm.encode()).hexdigest()[:12]
 
 
+def split_of(problem_id: str, val_share: float) -> str:
+    """'val' or 'train', from the problem id alone (a variant passes its parent's): merge's split, and the
+    reader's."""
+    return "val" if int(hashlib.sha256(problem_id.encode()).hexdigest()[:8], 16) / 16**8 < val_share else "train"
+
+
 class _Row(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 

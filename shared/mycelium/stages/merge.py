@@ -13,7 +13,6 @@ two programs at once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -22,14 +21,10 @@ from ..core.config import MergeConfig
 from ..core.keys import RunKeys, mop_up_run, student_stage
 from ..core.store import json_bytes, jsonl
 from ..core.summary import StageSummary
+from ..records.datasets import split_of
 from ..records.programs import COMPONENTS, Example
 from .base import Outputs, ReduceStage, committed
 from .label import live_lineage
-
-
-def split_of(problem_id: str, val_share: float) -> str:
-    """'val' or 'train', from the problem id alone (a variant passes its parent's)."""
-    return "val" if int(hashlib.sha256(problem_id.encode()).hexdigest()[:8], 16) / 16**8 < val_share else "train"
 
 
 @dataclass(frozen=True)

@@ -307,7 +307,7 @@ def annotation_programs(path: Path, val_share: float = 0.1, order: str = "canoni
     """GSM8K rows with their annotations as step programs (string-matched), and why the others have none."""
     from ..programs.steps import NotAProgram, from_annotations
     from ..records.datasets import BadRowError, read_dataset
-    from ..stages.merge import split_of
+    from ..records.datasets import split_of
 
     out, reasons = [], Counter()
     for row in read_dataset(path, "gsm8k"):
@@ -328,7 +328,7 @@ def run_programs(store, run: str, val_share: float = 0.1) -> tuple[list[Labelled
     variants in train only; and why the others have none."""
     from ..programs.steps import NotAProgram, from_program
     from ..records.programs import LabelRecord
-    from ..stages.merge import split_of
+    from ..records.datasets import split_of
 
     out, reasons = [], Counter()
     keys = store.list(f"{run}/labels/")

@@ -1,0 +1,95 @@
+"""The reader's commands: ``train-reader`` and ``solve`` (which answers with a reader or the six students)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .commands import _store, solver_options
+
+
+def train_reader(args) -> int:
+    from pathlib import Path
+
+    from ..students.reader_train import TrainOptions, annotation_programs, run_programs, train
+    from ..teacher.model import load_teacher
+
+    if args.programs == "annotations":
+        if not args.data:
+            raise ValueError("--programs annotations reads the dataset file: give --data FILE")
+        labelled, reasons = annotation_programs(Path(args.data), args.val_share)
+        source = f"annotations of {args.data} (operands string-matched to the text)"
+    elif args.programs.startswith("run:"):
+        run = args.programs[4:]
+        labelled, reasons = run_programs(_store(args), run, args.val_share)
+        source = f"the teacher's programs of run {run} (operands grounded by its attention, values as it read them)"
+    else:
+        raise ValueError(f"--programs {args.programs!r}: 'annotations' or 'run:NAME'")
+    print(f"{len(labelled)} programs ({sum(p.split == 'val' for p in labelled)} val); no program: {dict(reasons)}")
+    opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, limit=args.limit,
+                        progress=not args.no_progress)
+    m = train(labelled, load_teacher(args.backbone), Path(args.out), opts,
+              cache=Path(args.feature_cache) if args.feature_cache else None,
+              provenance={"source": source, "no_program": dict(reasons), "command": "mycelium train-reader " + " ".join(
+                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "func" and v not in (None, False))},
+              work=Path(args.work))
+    v = m["val"]
+    print(f"reader: val answer accuracy {v['answer_accuracy']:.3f} (greedy), operand top-1 {v['operand_top1']:.3f}, "
+          f"exact match {v['exact_match']:.3f} at epoch {m['best_epoch']}; wrote {args.out}")
+    return 0
+
+
+def solve(args) -> int:
+    """One problem's text, or every row of --data: an answer or an abstention with its reason per problem, and a
+    named error (never a traceback) for a row that cannot be read or a problem that fails; the others go on."""
+    from pathlib import Path
+
+    from ..records.datasets import BadRowError, read_dataset
+    from ..solver.read import ReaderOptions, ReaderSolver, reader_dir
+    from ..solver.solve import FAILED, Question, Solver, solve_safely
+    from ..teacher.model import load_teacher
+
+    if bool(args.text) == bool(args.data):
+        raise ValueError("give one problem's text or --data FILE")
+    teacher = load_teacher(args.backbone)
+    reader = reader_dir(Path(args.models))
+    solver = ReaderSolver(reader, teacher, ReaderOptions(width=args.beam)) if reader else \
+        Solver(Path(args.models), teacher, solver_options(args))
+    rows = [Question(id="cli", text=args.text)] if args.text else read_dataset(args.data, args.format)
+    counts = {"answered": 0, "abstained": 0, "failed": 0, "bad rows": 0}
+    for n, row in enumerate(rows):
+        if args.limit and n >= args.limit:
+            break
+        if isinstance(row, BadRowError):
+            counts["bad rows"] += 1
+            print(f"skipped: {row}", file=sys.stderr)
+            continue
+        q = row if isinstance(row, Question) else Question(id=row.id, text=row.question)  # the answer stays behind
+        sol = solve_safely(solver, q)
+        if sol.reason and sol.reason.startswith(FAILED):
+            counts["failed"] += 1
+            print(f"failed: problem {q.id}: {sol.reason[len(FAILED):]}", file=sys.stderr)
+        else:
+            counts["abstained" if sol.abstained else "answered"] += 1
+        if args.json:
+            print(json.dumps({k: v for k, v in sol.to_json().items() if k != "trace"} | {"trace": sol.trace}))
+            continue
+        print(f"{q.id}: {q.text[:100]}{'...' if len(q.text) > 100 else ''}")
+        for k, node in enumerate(sol.program):
+            ops = ", ".join(_operand(o) for o in node["operands"])
+            print(f"  r{k} = {node['canonical']:24} = {node['value']:>12}   reads {ops}")
+        if sol.abstained:
+            print(f"  abstained: {sol.reason}")
+        else:
+            print(f"  answer {sol.answer}  (confidence {sol.confidence:.2f}, {sol.programs_tried} programs "
+                  f"{'finished' if reader else 'tried'}, {sol.ms:.0f} ms)")
+    print(", ".join(f"{v} {k}" for k, v in counts.items()), file=sys.stderr)
+    return 1 if counts["failed"] else 0
+
+
+def _operand(o: dict) -> str:
+    """How the trace shows an operand: the words it read (with the value read, where the words differ), an
+    earlier result, or a constant."""
+    if "text" in o:
+        return o["text"] if o.get("value") in (None, o["text"].replace(",", "")) else f"{o['text']} (as {o['value']})"
+    return f"r{o['node']}" if "node" in o else o["const"]
