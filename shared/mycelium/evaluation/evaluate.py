@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import ConfigError
 from ..records.datasets import BadRowError, read_dataset
-from ..solver.solve import FAILED, Question, Solution, Solver, solve_safely
+from ..solver.solve import FAILED, Question, Solution, Solver, failed, solve_safely
 from .attribution import CATEGORIES, LADDER, attribute, ladder, teacher_programs
 from .grading import exact_equal, grade_many
 
@@ -218,22 +219,19 @@ def _solve_all(solver, problems: list, teacher_progs: dict, partial: Path, key: 
                 rungs.append(row["rungs"])
                 continue
             q = Question(id=p.id, text=p.question)  # the text only: no answer, no solution
+            sol, reading, t0 = None, None, time.perf_counter()
             if not hasattr(solver, "read"):  # the reader: no oracle ladder
-                solutions.append(solve_safely(solver, q))
-                rungs.append(None)
-                f.write(json.dumps({"key": key, "id": p.id, "solution": solutions[-1].to_json(), "rungs": None}) + "\n")
-                f.flush()
-                continue
-            try:
-                reading = solver.read(q)
-                solutions.append(solver.answer(reading))
-            except Exception as e:  # noqa: BLE001 - one problem never stops the others: named in its reason
-                solutions.append(Solution(id=q.id, answer=None, abstained=True, confidence=0.0,
-                                          reason=f"{FAILED}{type(e).__name__}: {e}"))
-                reading = None
+                sol = solve_safely(solver, q)
+            else:
+                try:
+                    reading = solver.read(q)
+                    sol = solver.answer(reading)
+                except Exception as e:  # noqa: BLE001 - one problem never stops the others: named in its reason
+                    sol = failed(q, e, t0)
+            solutions.append(sol)
             prog = teacher_progs.get(p.id)
             has_program = reading is not None and prog is not None and not isinstance(prog, str)
-            rungs.append([s.answer for s in ladder(solver, reading, prog, solutions[-1])] if has_program else None)
+            rungs.append([s.answer for s in ladder(solver, reading, prog, sol)] if has_program else None)
             f.write(json.dumps({"key": key, "id": p.id, "solution": solutions[-1].to_json(), "rungs": rungs[-1]}) + "\n")
             f.flush()
             bar.set_postfix(abstained=sum(s.abstained for s in solutions), resumed=len(done))

@@ -100,6 +100,7 @@ def beam_search(model, batch: dict, values: list[Fraction], fmt: str | None, wid
         total = (base[:, None] + logp.flatten(1)).flatten()
         top = torch.topk(total, min(int(torch.isfinite(total).sum()), width * expand))
         nxt: list[tuple[Entry, tuple[int, int, int]]] = []
+        done = [[(OPS[o], b.values[x], b.values[y]) for o, x, y in b.steps] for b in beams]  # each entry's steps
         for score, flat in zip(top.values.tolist(), top.indices.tolist()):
             if len(nxt) >= width:
                 break
@@ -109,8 +110,8 @@ def beam_search(model, batch: dict, values: list[Fraction], fmt: str | None, wid
             b = beams[row]
             a_val, b_val = b.values[i], b.values[j]
             v = apply(OPS[op], a_val, b_val)
-            done = [(OPS[o], b.values[x], b.values[y]) for o, x, y in b.steps]
-            failed = next((name for name, rule in STEP_CHECKS.items() if rule(OPS[op], a_val, b_val, v, done)), None)
+            failed = next((name for name, rule in STEP_CHECKS.items() if rule(OPS[op], a_val, b_val, v, done[row])),
+                          None)
             if failed:
                 pruned[failed] = pruned.get(failed, 0) + 1
                 continue

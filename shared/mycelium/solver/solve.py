@@ -262,8 +262,13 @@ def solve_safely(solver, question: Question) -> Solution:
     try:
         return solver.solve(question)
     except Exception as e:  # noqa: BLE001 - named in the reason and counted by the caller
-        return Solution(id=question.id, answer=None, abstained=True, reason=f"{FAILED}{type(e).__name__}: {e}",
-                        confidence=0.0, ms=(time.perf_counter() - t0) * 1000)
+        return failed(question, e, t0)
+
+
+def failed(question: Question, error: Exception, t0: float) -> Solution:
+    """The abstention that stands for a problem whose solving raised ``error`` (started at ``t0``)."""
+    return Solution(id=question.id, answer=None, abstained=True, reason=f"{FAILED}{type(error).__name__}: {error}",
+                    confidence=0.0, ms=(time.perf_counter() - t0) * 1000)
 
 
 def _vote(computed: list) -> tuple:

@@ -72,18 +72,20 @@ def fit_constants(programs: list[Labelled], min_count: int) -> list[str]:
 
 
 def items_for(programs: list[Labelled], encoded: dict, cfg: ReaderConfig, sets: bool = True
-              ) -> tuple[list[ReaderItem], Counter]:
-    """The programs the reader can express (every operand held by a candidate), and why the rest are not."""
-    items, dropped = [], Counter()
+              ) -> tuple[list[ReaderItem], list[str], Counter]:
+    """The programs the reader can express (every operand held by a candidate) as items, their problems' gold
+    answers, and why the rest are not expressible."""
+    items, answers, dropped = [], [], Counter()
     for p in programs:
         if len(p.program.steps) > cfg.max_steps:
             dropped["more steps than max_steps"] += 1
             continue
         try:
             items.append(make_item(p.question, encoded[p.question], cfg, p.program, answer_format(p.answer), sets))
+            answers.append(p.answer)
         except ValueError:
             dropped["an operand no candidate holds"] += 1
-    return items, dropped
+    return items, answers, dropped
 
 
 def _batches(items: list, size: int, rng: random.Random) -> list[list]:
@@ -206,9 +208,8 @@ def train(labelled: list[Labelled], teacher, out: Path, opts: TrainOptions, cach
     if stored != tuple(cfg.layers):
         pick = [stored.index(i) for i in cfg.layers]
         encoded = {t: Encoded(e.ids, e.offsets, e.features[:, pick]) for t, e in encoded.items()}
-    train_items, dropped = items_for(train_p, encoded, cfg, opts.sets)
-    val_kept = [(it, p.answer) for p in val_p for it in items_for([p], encoded, cfg)[0]]
-    val_items, val_answers = [v[0] for v in val_kept], [v[1] for v in val_kept]
+    train_items, _, dropped = items_for(train_p, encoded, cfg, opts.sets)
+    val_items, val_answers, _ = items_for(val_p, encoded, cfg)
     model = Reader(cfg)
     optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     work = Path(work or out)
