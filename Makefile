@@ -29,6 +29,8 @@ LIMIT ?=
 READER ?= shared/mycelium/data/students/reader
 READER_PROGRAMS ?= annotations
 READER_EPOCHS ?= 12
+READER_AUGMENT ?= 0
+READER_WORK ?= runs/checkpoints/reader
 COT_LIMIT ?= 200
 
 .PHONY: run test setup clean bench students teacher-programs specialists evaluate evaluate-specialists
@@ -63,7 +65,7 @@ run: $(STAMP)
 
 students: $(STAMP)
 	$(BIN)/mycelium train-reader --programs $(READER_PROGRAMS) --data $(TRAIN_DATA) --out $(READER) \
-		--epochs $(READER_EPOCHS) --feature-cache runs/.features
+		--epochs $(READER_EPOCHS) --augment $(READER_AUGMENT) --work $(READER_WORK) --feature-cache runs/.features
 
 teacher-programs: $(STAMP)
 	$(BIN)/mycelium capture --data $(TRAIN_DATA) --run $(TRAIN_RUN) $(if $(LIMIT),--limit $(LIMIT))

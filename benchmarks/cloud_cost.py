@@ -71,6 +71,8 @@ def main() -> int:
     ap.add_argument("--ib-exponent", type=float, default=1.32, help="discover time ~ steps^k (benchmarks/ib.py)")
     ap.add_argument("--loop", default=None, help="a `mycelium improve` report (rounds/improve.json) to cost the "
                                                   "training, the solver and the mop-up from")
+    ap.add_argument("--out", default=None, help="also write the table as JSON here (the README's headline reads "
+                    "reports/cloud-cost/cost.json)")
     ap.add_argument("--rounds", type=int, default=2, help="improvement rounds to cost (with --loop)")
     args = ap.parse_args()
 
@@ -177,6 +179,13 @@ def main() -> int:
     for item, basis, qty, usd in rows:
         print(f"{item:28} {basis:58} {qty:>18} {usd:8.2f}")
     print(f"{'total':28} {'':58} {'':>18} {sum(r[3] for r in rows):8.2f}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({
+            "problems": N, "measured_on_chunks": n, "run": run, "loop_rounds": args.rounds if args.loop else 0,
+            "bytes_per_problem_captured": chunk_per_problem, "total_usd": sum(r[3] for r in rows),
+            "command": "benchmarks/cloud_cost.py " + " ".join(sys.argv[1:]),
+            "rows": [{"item": i, "basis": b, "quantity": q, "usd": u} for i, b, q, u in rows]}, indent=1))
     print(f"ratios: analyze {ms:.0f} ms/chunk vs {STAGES['analyze'].timeout_min * 60000} ms timeout "
           f"({ms / (STAGES['analyze'].timeout_min * 60000):.5f}); discover at N needs ~{t_dis * scale:.0f} s of "
           f"{STAGES['discover'].timeout_min * 60} s ({t_dis * scale / (STAGES['discover'].timeout_min * 60):.2f})")

@@ -295,3 +295,89 @@ def test_train_reader_on_a_dataset_s_annotations_writes_a_reader_that_solve_uses
     capsys.readouterr()
     assert main(["solve", "--models", str(out), "Ann has 4 apples and buys 3 more. How many apples?"]) == 0
     assert "answer" in capsys.readouterr().out
+
+
+# ---- a backbone that learns: the top K layers trained with the reader ----------------------------------------
+
+def test_the_untrained_top_gives_the_backbone_s_own_hidden_states(tiny_teacher):
+    from mycelium.students.encode import frozen_features
+
+    text = "Tom had 20 cards and gave away 4. How many are left?"
+    full = frozen_features(tiny_teacher, [text], 0, progress=False, layers=(1, 2, 3))[text]
+    cfg = ReaderConfig(backbone="b", d_in=32, layers=[1, 3], constants=[], formats=["integer"], hidden=16,
+                       train_layers=2, depth=3)
+    assert cfg.stored_layers() == [1]  # layer 3 is computed by the trained top from hidden state 1
+    model = Reader(cfg, tiny_teacher.model).eval()
+    item = make_item(text, Encoded(full.ids, full.offsets, full.features[:, :1]), cfg)
+    with torch.no_grad():
+        mixed = model.features(collate([item], cfg))[0]  # [T, 2, d]: hidden states 1 (stored) and 3 (the top's)
+    assert torch.allclose(mixed[:, 1], torch.from_numpy(full.features[:, 2].astype(np.float32)), atol=2e-2)
+    assert torch.equal(mixed[:, 0], torch.from_numpy(full.features[:, 0].astype(np.float32)))
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_trained_top_layers_learn_save_load_and_resume(tiny_teacher, tmp_path, lora_rank):
+    from safetensors.torch import load_file
+
+    from mycelium.students.reader_train import load
+
+    opts = TrainOptions(epochs=1, batch_size=2, hidden=32, layers=[1, 3], min_constant_count=1, progress=False,
+                        patience=10, train_layers=1, lora_rank=lora_rank, top_lr=1e-2)
+    first = train(_labelled(), tiny_teacher, tmp_path / "r", opts)
+    opts.epochs = 2
+    second = train(_labelled(), tiny_teacher, tmp_path / "r", opts)
+    assert [c["epoch"] for c in second["curve"]] == [1, 2] and second["curve"][0] == first["curve"][0]
+    saved = load_file(str(tmp_path / "r" / "model.safetensors"))
+    top = {k: v for k, v in saved.items() if k.startswith("top.")}
+    if lora_rank:  # the adapters alone: the frozen base weights are the backbone's, copied again on load
+        assert top and all("lora_" in k for k in top)
+    else:
+        base = dict(tiny_teacher.model.get_decoder().layers[-1].named_parameters())
+        assert not torch.allclose(top["top.0.mlp.down_proj.weight"].float(), base["mlp.down_proj.weight"].float())
+    model = load(tmp_path / "r", tiny_teacher)
+    assert model.cfg.train_layers == 1 and model.cfg.lora_rank == lora_rank
+
+
+# ---- the reader's oracle ladder and attribution --------------------------------------------------------------
+
+def test_the_ladder_s_operand_rung_decodes_the_gold_program_whatever_the_model_and_blame_names_the_error():
+    from mycelium.evaluation.reader_ladder import RUNGS, blame, reader_ladder
+    from mycelium.programs.steps import OPS
+
+    cfg = _cfg()
+    labelled = [Labelled(f"p{k}", q, str(_program(s).values()[-1]), canonical(_program(s), q), "test")
+                for k, (q, s) in enumerate(CASES)]
+    torch.manual_seed(0)
+    res = reader_ladder(Reader(cfg), labelled, {q: _encode(q) for q, _ in CASES})  # untrained: random choices
+    assert res["gold_programs"] == 3 and res["ladder"]["gold program"] == 1.0
+    assert res["ladder"][RUNGS[-1]] == 1.0  # operations and problem values given: one wiring is left, and it is right
+    assert sum(res["blame"].values()) == round(3 * (1 - res["ladder"]["reader"]))
+    ann, tom = (make_item(q, _encode(q), cfg, canonical(_program(s), q)) for q, s in CASES[:2])
+    val = lambda it, v: next(i for i, c in enumerate(it.cand) if c.value == v)  # noqa: E731
+    W = len(tom.cand)
+    sub, add = OPS.index("-"), OPS.index("+")
+    assert blame(tom, [(add, val(tom, 4), val(tom, 20))], F(16), W) == "C2 operations"
+    assert blame(tom, [(sub, val(tom, 20), val(tom, 100))], F(16), W) == "C3 operands"
+    assert blame(tom, [], F(16), W) == "abstained"
+    W = len(ann.cand)
+    assert blame(ann, [(add, val(ann, 5), val(ann, 3))], F(16), W) == "C1/C6 step count"  # stopped at 8
+
+
+def test_a_variant_re_samples_the_numbers_a_program_reads_and_recomputes_it():
+    from mycelium.programs.augment import step_variants
+    from mycelium.students.reader_train import augmented
+
+    q = "Ann has 5 apples and buys 3 more. Then she doubles them. How many apples?"
+    prog = canonical(_program(CASES[0][1]), q)
+    out = step_variants(q, prog, 3, "0")
+    assert len(out) == 3 and len({t for t, _ in out}) == 3
+    for text, p in out:
+        a, b = (F(n) for n in re.findall(r"\d+", text))
+        assert "doubles" in text and p.answer == (a + b) * 2 and p.leaves()[:2] == [a, b]
+    stated = "Ann has 5 apples and buys 3 more, so 8. Then she doubles them. How many apples?"
+    assert step_variants(stated, canonical(_program(CASES[0][1]), stated), 3, "0") == []  # the text states 5 + 3
+    twice = "Ann has 5 apples and Bob has 5 pears. Ann buys 3 more. How many apples?"
+    single = canonical(_program([("+", F(5), F(3))]), twice)
+    assert all("5 pears" in t and "Ann has 5 " in t for t, _ in step_variants(twice, single, 3, "0"))  # 5 is held twice
+    lab = [Labelled("p1", q, "16", prog, "train")]
+    assert [v.split for v in augmented(lab, 2)] == ["train", "train"] and augmented(lab, 2)[0].id != "p1"

@@ -9,7 +9,7 @@
     mycelium label --run NAME [--augment K] [--store URL]
     mycelium merge --run NAME [--val-share 0.1] [--store URL]
     mycelium train --run NAME [--components C1,...] [--out models/NAME] [--backbone embedded|PATH] [--train-layers K [--lora-rank R]] [--placeholders] [--epochs N]
-    mycelium train-reader --programs annotations|run:NAME [--data FILE] [--out DIR] [--epochs N] [--limit N]
+    mycelium train-reader --programs annotations|run:NAME [--data FILE] [--out DIR] [--epochs N] [--limit N] [--train-layers K [--lora-rank R]]
     mycelium solve [--models DIR] "problem text" | --data FILE [--limit N] [--json] [--beam W]
     mycelium evaluate --models DIR --data FILE --out DIR [--limit N] [--baseline cot] [--labels-run NAME]
     mycelium improve --run NAME [--rounds N] [--min-gain 0.01] [--mop-up-teacher embedded|PATH|none] [--problems N]
@@ -29,6 +29,7 @@ from pathlib import Path
 from ..core import env
 from ..core.errors import MyceliumError
 from . import commands, solving
+from .docs import EPILOG, describe
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "students"  # `make students` writes, `solve` reads
 
@@ -106,7 +107,9 @@ def _on_run(sub, name: str, func, help: str, problem: bool = False) -> argparse.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mycelium", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="mycelium", description="Mycelium: distil a teacher's reasoning structure "
+                                     "into small solvers (the pipeline's stages, the students, the solver, AWS).",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -128,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--heartbeat-min-run", type=int, default=None)
     ana.add_argument("--jsd-layers", default=None, help="comma-separated layers for the JSD trace (default: the first half)")
     ana.add_argument("--segmentation", default=None, choices=["jsd", "lines", "sentences", "jsd_lines"],
-                     help="the steps later stages read (see README: Measured)")
+                     help="the steps later stages read (docs/measurements.md)")
     ana.add_argument("--heartbeat-signal", default=None, choices=["iaf", "iaf_over_chance"])
     ana.add_argument("--no-progress", action="store_true")
     lab = _on_run(sub, "label", commands.label, "each analysed problem's program, kept when it executes to the "
@@ -164,9 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--seed", type=int, default=0)
     trn.add_argument("--device", default="auto")
     trn.add_argument("--no-progress", action="store_true")
-    rd = sub.add_parser("train-reader", help="train the reader (C3 + C5: the step decoder) on step programs; reads "
-                        "the programs' source and the backbone, writes DIR/{model.safetensors,config.json,metrics.json,"
-                        "provenance.json,trained_on.txt}; a cut-off run resumes from WORK/checkpoint.pt")
+    rd = sub.add_parser("train-reader", help="train the reader (C3 + C5: the step decoder) on step programs, with a "
+                        "checkpoint every epoch")
     rd.add_argument("--programs", default="annotations", help="annotations: the dataset's own <<a*b=c>> "
                     "calculations, string-matched (GSM8K); run:NAME: the teacher's programs of a labelled run")
     rd.add_argument("--data", default=None, help="the dataset file whose annotations are the programs (annotations)")
@@ -179,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--batch-size", type=int, default=32)
     rd.add_argument("--lr", type=float, default=1e-3)
     rd.add_argument("--limit", type=int, default=None, help="train on the first N train programs")
+    rd.add_argument("--train-layers", type=int, default=0, help="the backbone's top K layers trained with the "
+                    "reader (0: frozen features only); they are saved with it")
+    rd.add_argument("--lora-rank", type=int, default=0, help="with --train-layers: LoRA adapters of this rank on "
+                    "those layers instead (only the adapters are saved)")
+    rd.add_argument("--top-lr", type=float, default=1e-4, help="peak learning rate of the trained backbone layers")
+    rd.add_argument("--augment", type=int, default=0, help="variants per train program with its numbers re-sampled "
+                    "and the program re-computed (the variants' texts are encoded too)")
     rd.add_argument("--feature-cache", default="runs/.features", help="encoded texts on disk (a second run skips "
                     "the backbone)")
     rd.add_argument("--store", default=None)
@@ -280,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     sta.add_argument("--store", default=None)
     sta.add_argument("--json", action="store_true")
     sta.set_defaults(func=commands.status)
+    for action in parser._subparsers._group_actions:  # each subcommand's --help: what it reads and writes
+        helps = {a.dest: a.help for a in action._choices_actions}
+        for name, p in action.choices.items():
+            p.description = describe(name, helps.get(name) or "")
+            p.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 

@@ -27,6 +27,7 @@ def train_reader(args) -> int:
         raise ValueError(f"--programs {args.programs!r}: 'annotations' or 'run:NAME'")
     print(f"{len(labelled)} programs ({sum(p.split == 'val' for p in labelled)} val); no program: {dict(reasons)}")
     opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, limit=args.limit,
+                        train_layers=args.train_layers, lora_rank=args.lora_rank, top_lr=args.top_lr, augment=args.augment,
                         progress=not args.no_progress)
     m = train(labelled, load_teacher(args.backbone), Path(args.out), opts,
               cache=Path(args.feature_cache) if args.feature_cache else None,

@@ -13,7 +13,7 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
-def _by_png(by: dict) -> bytes:
+def by_png(by: dict) -> bytes:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(by), figsize=(5 * len(by), 3.6), squeeze=False)
     for ax, (group, cells) in zip(axes[0], by.items()):
@@ -105,7 +105,7 @@ def write_report(m: dict, out: Path, solver_ms: list[float], cot_ms: list[float]
             cot_cell = f"{_pct(c['cot_correct'] / c['cot_n'])} ({c['cot_n']})" if c["cot_n"] else "–"
             lines.append(f"| {key} | {c['n']} | {_pct(c['correct'] / c['n'])} | {_pct(c['answered'] / c['n'])} | {cot_cell} |")
         lines.append("")
-    (out / "accuracy_by_group.png").write_bytes(_by_png(m["by"]))
+    (out / "accuracy_by_group.png").write_bytes(by_png(m["by"]))
     (out / "latency.png").write_bytes(_latency_png(solver_ms, cot_ms))
     (out / "coverage_accuracy.png").write_bytes(_coverage_png(m["coverage_accuracy"]))
     lines += ["![accuracy by group](accuracy_by_group.png) ![latency](latency.png)", "",

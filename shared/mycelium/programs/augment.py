@@ -13,6 +13,7 @@ structure exactly: same nodes, operands and canonical expressions; only numbers,
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from fractions import Fraction
 
@@ -185,3 +186,54 @@ def _rewrite(program: Program, new: dict[Span, Fraction], values: list[str]) -> 
         "problem_id": problem_id(q), "parent_id": program.problem_id, "source": "augmented", "question": q,
         "answer": answer_like(values[program.answer_node], program.answer), "nodes": nodes,
         "read_spans": [moved(s) for s in program.read_spans], "match_spans": [moved(s) for s in program.match_spans]})
+
+
+_PLAIN = re.compile(r"\d[\d,]*(\.\d+)?")
+
+
+def step_variants(question: str, program, k: int, seed: str) -> list[tuple[str, object]]:
+    """Up to ``k`` variants of a step program (``programs.steps``) and its problem: the numbers it reads
+    re-sampled and written into the text, the program re-computed. By the rules of ``variants``: a value is
+    re-sampled only where one mention in digits holds it and no other mention does; nothing is re-sampled where
+    the text states an intermediate result; every step must still compute, keep its sign and stay whole where
+    it was whole. Returns (question, program) pairs, distinct from the original and from each other."""
+    from .steps import NotAProgram, Step, StepProgram, canonical
+
+    ms = mentions(question)
+    try:
+        results = program.values()
+    except NotAProgram:
+        return []
+    stated = {v for m in ms for v in m.values}
+    read = set(program.leaves())
+    if k <= 0 or any(v in stated and v not in read for v in results[:-1]):
+        return []
+    free = {}
+    for v in read:
+        holders = [m for m in ms if v in m.values]
+        if v > 0 and len(holders) == 1 and _PLAIN.fullmatch(holders[0].text) and holders[0].literal == v:
+            free[v] = holders[0]
+    if not free:
+        return []
+    rng = random.Random(f"{seed}:{question}")
+    out, seen = [], {question}
+    for _ in range(4 * k):
+        if len(out) >= k:
+            break
+        new = {v: _sample(v, m.text, rng) for v, m in free.items()}
+        ref = lambda x: ("value", new.get(x[1], x[1])) if x[0] == "value" else x  # noqa: E731
+        steps = [Step(s.op, ref(s.a), ref(s.b)) for s in program.steps]
+        try:
+            values = StepProgram(steps, Fraction(0)).values()
+        except NotAProgram:
+            continue
+        if not all(_in_domain(str(a), str(b)) for a, b in zip(results, values)):
+            continue
+        text = question
+        for v, m in sorted(free.items(), key=lambda vm: -vm[1].start):
+            text = text[:m.start] + _format(new[v], m.text) + text[m.end:]
+        if text in seen:
+            continue
+        seen.add(text)
+        out.append((text, canonical(StepProgram(steps, values[-1]), text)))
+    return out

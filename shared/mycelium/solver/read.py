@@ -48,7 +48,7 @@ class ReaderSolver:
 
         t0 = time.perf_counter()
         text = question.text
-        enc = frozen_features(self.teacher, [text], 0, progress=False, layers=tuple(self.cfg.layers))[text]
+        enc = frozen_features(self.teacher, [text], 0, progress=False, layers=tuple(self.cfg.stored_layers()))[text]
         item = make_item(text, enc, self.cfg)
         done = lambda **kw: Solution(id=question.id, ms=(time.perf_counter() - t0) * 1000, **kw)  # noqa: E731
         trace = {"mentions": sum(1 for c in item.cand if c.mention is not None and c.reading == 0),

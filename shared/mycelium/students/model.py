@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .top import run_top
 from .data import CLAUSE_ROLES, FORMATS, IGNORE, ROLES, Vocab
 
 
@@ -95,18 +96,10 @@ class Student(nn.Module):
             raise ValueError(f"unknown component {c!r}")
 
     def run_top(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The trained top backbone layers (causal, rotary positions) and the final norm; x as is without them."""
+        """The trained top backbone layers (``top.run_top``); x as is without them."""
         if self.top is None or not len(self.top):
             return x
-        from transformers.masking_utils import create_causal_mask
-
-        pos = torch.arange(x.shape[1], device=x.device).unsqueeze(0).expand(x.shape[0], -1)
-        causal = create_causal_mask(config=self.backbone_config, inputs_embeds=x, attention_mask=mask.long(),
-                                    past_key_values=None, position_ids=pos)
-        rope = self.rotary(x, position_ids=pos)
-        for layer in self.top:
-            x = layer(x, attention_mask=causal, position_embeddings=rope, position_ids=pos)
-        return self.norm(x)
+        return run_top(self.top, self.norm, self.rotary, self.backbone_config, x, mask)[-1]
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, T, d] frozen features -> [B, T, H] (top backbone layers, then the bidirectional adapter)."""

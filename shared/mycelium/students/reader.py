@@ -31,6 +31,7 @@ from torch import nn
 from ..analysis.numwords import mentions
 from ..programs.steps import COMMUTATIVE, OPS, StepProgram
 from .encode import Encoded, tokens_of_span
+from .top import copy_top, run_top
 
 MAX_MENTIONS = 48  # a problem with more number mentions is read up to its 48th (the trace says so)
 MAX_READINGS = 3
@@ -51,9 +52,21 @@ class ReaderConfig:
     dropout: float = 0.1
     max_steps: int = 10
     max_tokens: int = 320
+    train_layers: int = 0  # the backbone's top K decoder layers, trained in the reader (--train-layers)
+    depth: int = 0  # the backbone's number of layers (where its top K start)
+    lora_rank: int = 0  # > 0: the top layers stay frozen under LoRA adapters of this rank (``top.copy_top``)
+    readings: int = MAX_READINGS  # readings per mention among the candidates (1: as written only, the ablation)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def stored_layers(self) -> list[int]:
+        """The hidden states a problem's features hold: the mixed layers below the trained top, and the top's
+        input (hidden state ``depth - train_layers``); with no trained top, the mixed layers."""
+        if not self.train_layers:
+            return list(self.layers)
+        base = self.depth - self.train_layers
+        return sorted({i for i in self.layers if i <= base} | {base})
 
 
 @dataclass(frozen=True)
@@ -65,15 +78,16 @@ class Candidate:
     text: str
 
 
-def candidates(question: str, constants: list[str]) -> tuple[list[Candidate], int]:
-    """The values a step may read: each mention (text order) once per reading, as written first; then the
-    constants. Also how many mentions were left out past ``MAX_MENTIONS``."""
+def candidates(question: str, constants: list[str], readings: int = MAX_READINGS) -> tuple[list[Candidate], int]:
+    """The values a step may read: each mention (text order) once per reading, as written first (up to
+    ``readings`` of them; 1 is the ablation that reads each mention as written only); then the constants. Also
+    how many mentions were left out past ``MAX_MENTIONS``."""
     ms = mentions(question)
     out = []
     for i, m in enumerate(ms[:MAX_MENTIONS]):
         lit = m.literal
-        readings = sorted(m.values, key=lambda v: (v != lit, v))[:MAX_READINGS]
-        out += [Candidate(v, i, r, (m.start, m.end), m.text) for r, v in enumerate(readings)]
+        values = sorted(m.values, key=lambda v: (v != lit, v))[:min(readings, MAX_READINGS)]
+        out += [Candidate(v, i, r, (m.start, m.end), m.text) for r, v in enumerate(values)]
     out += [Candidate(Fraction(c), None, MAX_READINGS + k, None, c) for k, c in enumerate(constants)]
     return out, max(0, len(ms) - MAX_MENTIONS)
 
@@ -101,7 +115,7 @@ class ReaderItem:
 
 def make_item(question: str, enc: Encoded, cfg: ReaderConfig, program: StepProgram | None = None,
               fmt: str | None = None, sets: bool = True) -> ReaderItem:
-    cand, truncated = candidates(question, cfg.constants)
+    cand, truncated = candidates(question, cfg.constants, cfg.readings)
     toks = [tokens_of_span(enc.offsets, c.span) if c.span else (0, 0) for c in cand]
     item = ReaderItem(enc.features, cand, toks, truncated, fmt=cfg.formats.index(fmt) if fmt in cfg.formats else -100)
     if program is not None:
@@ -186,9 +200,18 @@ def _slot(i: int, n_cand: int, width: int) -> int:
 
 
 class Reader(nn.Module):
-    def __init__(self, cfg: ReaderConfig):
+    def __init__(self, cfg: ReaderConfig, backbone=None):
+        """``backbone`` (the teacher's model) gives the trained top its architecture and starting weights; it is
+        needed only with ``cfg.train_layers``."""
         super().__init__()
         self.cfg = cfg
+        if cfg.train_layers and backbone is None:
+            raise ValueError("a reader with trained backbone layers is built from the backbone")
+        self.top = None
+        if cfg.train_layers:
+            self.top, self.top_norm, self.rotary = copy_top(backbone, cfg.train_layers, cfg.lora_rank)
+            self.top.float(), self.top_norm.float()
+            self.backbone_config = backbone.config
         H, P = cfg.hidden, cfg.pair
         self.mix = nn.Parameter(torch.zeros(len(cfg.layers)))
         self.norm = nn.LayerNorm(cfg.d_in)
@@ -213,7 +236,7 @@ class Reader(nn.Module):
     # ---- reading the problem ----------------------------------------------------------------------------
     def start(self, batch: dict) -> dict:
         """The decoder's state before step 0: candidate vectors [B, C + K, H], which slots exist, the state."""
-        x = batch["features"]  # [B, T, L, d]
+        x = self.features(batch)  # [B, T, L, d]
         x = (x * torch.softmax(self.mix, 0).view(1, 1, -1, 1)).sum(2)
         T = x.shape[1]
         h = self.proj(self.norm(x)) + self.pos(torch.arange(T, device=x.device).clamp(max=self.cfg.max_tokens - 1))
@@ -227,6 +250,17 @@ class Reader(nn.Module):
         avail = torch.cat([batch["valid"], batch["valid"].new_zeros(B, K)], 1)
         return {"cand": cand, "avail": avail, "used": torch.zeros(B, C + K, dtype=torch.long, device=cand.device),
                 "state": torch.tanh(self.init(q)), "q": q, "k": 0, "C": C}
+
+    def features(self, batch: dict) -> torch.Tensor:
+        """The mixed layers [B, T, L, d]: read from the stored features, or (above the trained top's input)
+        computed by the trained top."""
+        x = batch["features"]
+        if self.top is None:
+            return x
+        stored, base = self.cfg.stored_layers(), self.cfg.depth - self.cfg.train_layers
+        tops = run_top(self.top, self.top_norm, self.rotary, self.backbone_config, x[:, :, stored.index(base)],
+                       batch["mask"])
+        return torch.stack([x[:, :, stored.index(i)] if i <= base else tops[i - base - 1] for i in self.cfg.layers], 2)
 
     def scores(self, ctx: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities of every step [B, S, S, ops] and of STOP [B] (invalid steps: -inf)."""

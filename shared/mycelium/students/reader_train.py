@@ -27,7 +27,7 @@ from ..programs.examples import answer_format
 from ..programs.steps import OPS, StepProgram
 from ..students.data import FORMATS
 from .encode import Encoded
-from .reader import Reader, ReaderConfig, ReaderItem, collate, make_item
+from .reader import MAX_READINGS, Reader, ReaderConfig, ReaderItem, collate, make_item
 
 DEPTHS = (0.2, 0.4, 8 / 15, 2 / 3, 0.8, 1.0)  # of the backbone's depth: layers 6, 12, 16, 20, 24, 30 of 30
 
@@ -60,6 +60,11 @@ class TrainOptions:
     hidden: int = 256
     layers: list[int] | None = None  # hidden-state indices mixed (default: default_layers of the backbone)
     sets: bool = True  # False (ablation): one target per step, not every candidate of the right value
+    train_layers: int = 0  # the backbone's top K layers trained with the reader (0: frozen features only)
+    top_lr: float = 1e-4  # their peak learning rate (they start pretrained)
+    lora_rank: int = 0  # > 0: LoRA adapters of this rank on the top layers instead of the layers themselves
+    readings: int = MAX_READINGS  # a mention's readings among the candidates (1, the ablation: as written only)
+    augment: int = 0  # variants per train program with its numbers re-sampled (``augment.step_variants``)
 
 
 def fit_constants(programs: list[Labelled], min_count: int) -> list[str]:
@@ -88,6 +93,37 @@ def items_for(programs: list[Labelled], encoded: dict, cfg: ReaderConfig, sets: 
     return items, answers, dropped
 
 
+def features_for(teacher, cfg: ReaderConfig, texts: list[str], cache: Path | None = None, progress: bool = True
+                 ) -> dict[str, Encoded]:
+    """text -> the stored layers ``cfg`` reads (``stored_layers``); a subset of the default layers is read from
+    their cache, so one encoding serves every variant."""
+    from .encode import frozen_features
+
+    need = tuple(cfg.stored_layers())
+    defaults = tuple(default_layers(teacher.config.num_hidden_layers))
+    stored = defaults if set(need) <= set(defaults) else need
+    encoded = frozen_features(teacher, texts, 0, progress=progress, cache=cache, layers=stored)
+    if stored != need:
+        pick = [stored.index(i) for i in need]
+        encoded = {t: Encoded(e.ids, e.offsets, e.features[:, pick]) for t, e in encoded.items()}
+    return encoded
+
+
+def augmented(programs: list[Labelled], k: int, seed: int = 0) -> list[Labelled]:
+    """Up to ``k`` variants of each train program with its numbers re-sampled (train only: a variant of a val
+    problem would leak it)."""
+    from ..programs.augment import answer_like, step_variants
+    from ..records.datasets import problem_id
+
+    out = []
+    for p in programs:
+        for text, prog in step_variants(p.question, p.program, k, f"{seed}:{p.id}"):
+            a = prog.answer
+            value = str(a.numerator) if a.denominator == 1 else f"{a.numerator}/{a.denominator}"
+            out.append(Labelled(problem_id(text), text, answer_like(value, p.answer), prog, "train"))
+    return out
+
+
 def _batches(items: list, size: int, rng: random.Random) -> list[list]:
     """Batches of similar length (less padding), in random order."""
     order = sorted(range(len(items)), key=lambda i: (len(items[i].features), rng.random()))
@@ -97,14 +133,17 @@ def _batches(items: list, size: int, rng: random.Random) -> list[list]:
 
 
 @torch.no_grad()
-def greedy(model: Reader, batch: dict) -> list[list[tuple[int, int, int]]]:
-    """The most probable step at each step (STOP ends), for a batch."""
+def greedy(model: Reader, batch: dict, constrain=None) -> list[list[tuple[int, int, int]]]:
+    """The most probable step at each step (STOP ends), for a batch. ``constrain(k, logp, stop)`` (the oracle
+    ladder) may rule steps out (-inf) before each choice."""
     ctx = model.start(batch)
     B = ctx["cand"].shape[0]
     out: list[list] = [[] for _ in range(B)]
     alive = torch.ones(B, dtype=torch.bool)
     for k in range(model.cfg.max_steps):
         logp, stop = model.scores(ctx)
+        if constrain is not None:
+            logp, stop = constrain(k, logp, stop)
         flat = logp.flatten(1)
         best, idx = flat.max(1)
         halt = stop >= best
@@ -187,31 +226,33 @@ def train(labelled: list[Labelled], teacher, out: Path, opts: TrainOptions, cach
     ``out`` holds only the weights, config, provenance and metrics."""
     from tqdm import tqdm
 
-    from .encode import backbone_id, frozen_features
+    from .encode import backbone_id
     from .saved import write_trained_on
 
     torch.manual_seed(opts.seed)
     rng = random.Random(opts.seed)
     train_p = [p for p in labelled if p.split == "train"][:opts.limit]
+    constants = fit_constants(train_p, opts.min_constant_count)  # before augmentation: its copies would count
+    train_p += augmented(train_p, opts.augment, opts.seed)
     val_p = [p for p in labelled if p.split == "val"]
     if not train_p or not val_p:
         raise ConfigError(f"reader: {len(train_p)} train and {len(val_p)} val programs; both splits are needed")
     defaults = default_layers(teacher.config.num_hidden_layers)
     cfg = ReaderConfig(backbone=backbone_id(teacher), d_in=teacher.config.hidden_size,
                        layers=list(opts.layers or defaults),
-                       constants=fit_constants(train_p, opts.min_constant_count), formats=list(FORMATS),
-                       hidden=opts.hidden)
+                       constants=constants, formats=list(FORMATS),
+                       hidden=opts.hidden, train_layers=opts.train_layers,
+                       depth=teacher.config.num_hidden_layers, lora_rank=opts.lora_rank,
+                       readings=opts.readings)
     texts = [p.question for p in train_p + val_p]
-    # a subset of the default layers is read from their cache (one encoding serves every variant)
-    stored = tuple(defaults) if set(cfg.layers) <= set(defaults) else tuple(cfg.layers)
-    encoded = frozen_features(teacher, texts, 0, progress=opts.progress, cache=cache, layers=stored)
-    if stored != tuple(cfg.layers):
-        pick = [stored.index(i) for i in cfg.layers]
-        encoded = {t: Encoded(e.ids, e.offsets, e.features[:, pick]) for t, e in encoded.items()}
+    encoded = features_for(teacher, cfg, texts, cache, opts.progress)
     train_items, _, dropped = items_for(train_p, encoded, cfg, opts.sets)
     val_items, val_answers, _ = items_for(val_p, encoded, cfg)
-    model = Reader(cfg)
-    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    model = Reader(cfg, teacher.model)
+    top = [p for n, p in model.named_parameters() if n.startswith("top") and p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("top")]
+    groups = [{"params": rest, "lr": opts.lr}] + ([{"params": top, "lr": opts.top_lr}] if top else [])
+    optim = torch.optim.AdamW(groups, lr=opts.lr, weight_decay=opts.weight_decay)
     work = Path(work or out)
     work.mkdir(parents=True, exist_ok=True)
     ckpt_path = work / "checkpoint.pt"
@@ -226,7 +267,7 @@ def train(labelled: list[Labelled], teacher, out: Path, opts: TrainOptions, cach
         rng.setstate(ck["rng"])
         torch.set_rng_state(ck["torch_rng"])
     steps_per_epoch = math.ceil(len(train_items) / opts.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(optim, opts.lr, total_steps=max(1, opts.epochs * steps_per_epoch),
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, [g["lr"] for g in groups], total_steps=max(1, opts.epochs * steps_per_epoch),
                                                 pct_start=0.1, last_epoch=state["epoch"] * steps_per_epoch - 1)
     while state["epoch"] < opts.epochs and state["stale"] < opts.patience:
         model.train()
@@ -271,8 +312,10 @@ def _hashed(opts: TrainOptions) -> dict:
 def save(model: Reader, out: Path, provenance: dict, metrics: dict) -> Path:
     from safetensors.torch import save_file
 
+    from .top import trained_state
+
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().half().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    save_file({k: v.half() for k, v in trained_state(model).items()}, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=1))
     (out / "provenance.json").write_text(json.dumps(provenance, indent=1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -288,6 +331,7 @@ def load(path: Path, teacher) -> Reader:
     from safetensors.torch import load_file
 
     from .encode import backbone_id
+    from .top import check_loaded
 
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -298,8 +342,10 @@ def load(path: Path, teacher) -> Reader:
         raise ConfigError(f"{path}/config.json: not a reader config this version reads ({e})") from None
     if cfg.backbone != backbone_id(teacher):
         raise ConfigError(f"{path}: trained on backbone {cfg.backbone}, not {backbone_id(teacher)}")
-    model = Reader(cfg)
-    model.load_state_dict({k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()})
+    model = Reader(cfg, teacher.model)
+    missing, unexpected = model.load_state_dict(
+        {k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()}, strict=False)
+    check_loaded(model, missing, unexpected, path)
     return model.eval()
 
 

@@ -8,49 +8,33 @@ training data's sha256 and lineage, the options), ``metrics.json`` (val metrics 
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
 from ..core.errors import ConfigError
 from .encode import backbone_id
 from .model import Student, StudentConfig
-
-
-#: The projections of a Llama-shaped layer that LoRA adapts (attention and MLP).
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+from .top import check_loaded, copy_top, trained_state
 
 
 def build(cfg: StudentConfig, teacher=None) -> Student:
     """A fresh student; with ``train_layers`` K > 0, the top K layers and the final norm are copies of the
-    backbone's (trainable), and it keeps the backbone's rotary embedding and config for them. With ``lora_rank``
-    the copied layers are frozen and peft's LoRA adapters on their projections are trained instead."""
+    backbone's (``top.copy_top``: trainable, or frozen under LoRA adapters with ``lora_rank``)."""
     if cfg.lora_rank and not cfg.train_layers:
         raise ConfigError(f"{cfg.component}: lora_rank={cfg.lora_rank} adapts the top layers: set train_layers > 0")
     if cfg.train_layers == 0:
         return Student(cfg)
     if teacher is None:
         raise ConfigError(f"{cfg.component}: train_layers={cfg.train_layers} needs the backbone")
-    import torch.nn as nn
-
-    decoder = teacher.model.get_decoder() if hasattr(teacher.model, "get_decoder") else teacher.model
-    top = nn.ModuleList(copy.deepcopy(list(decoder.layers[-cfg.train_layers:])))
-    if cfg.lora_rank:
-        from peft import LoraConfig, inject_adapter_in_model
-
-        for p in top.parameters():
-            p.requires_grad_(False)
-        top = inject_adapter_in_model(LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, lora_dropout=0.0,
-                                                 target_modules=LORA_TARGETS), top)
-    return Student(cfg, top, copy.deepcopy(decoder.norm), decoder.rotary_emb, teacher.config)
+    top, norm, rotary = copy_top(teacher.model, cfg.train_layers, cfg.lora_rank)
+    return Student(cfg, top, norm, rotary, teacher.config)
 
 
 def save(model: Student, out: Path, provenance: dict, metrics: dict, curve: list[dict]) -> Path:
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith("rotary.")}
-    save_file(state, str(out / "model.safetensors"))
+    save_file(trained_state(model), str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=1))
     (out / "provenance.json").write_text(json.dumps(provenance, indent=1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -76,9 +60,7 @@ def load(path: Path, teacher) -> Student:
     model = build(cfg, teacher)
     state = load_file(str(path / "model.safetensors"))
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("rotary.")]
-    if missing or unexpected:
-        raise ConfigError(f"{path}: weights do not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    check_loaded(model, missing, unexpected, path)
     model.eval()
     return model
 
