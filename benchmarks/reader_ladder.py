@@ -51,6 +51,7 @@ def main() -> int:
     for rung, acc in res["ladder"].items():
         lines.append(f"| {rung} | {acc:.3f} | {'' if prev is None else f'{acc - prev:+.3f}'} |")
         prev = acc
+    lines.append(f"| the last number in the problem (same problems) | {res['last_number_same_problems']:.3f} | |")
     wrong = sum(res["blame"].values())
     lines += ["", f"Why the {wrong} wrong greedy answers are wrong (first blame):", "", "| blame | problems | share |",
               "|---|---|---|"] + [f"| {b} | {c} | {c / max(1, wrong):.1%} |" for b, c in res["blame"].items()]

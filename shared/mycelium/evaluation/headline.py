@@ -16,15 +16,13 @@ import json
 import sys
 from pathlib import Path
 
+from .report import _pct
+
 GSM8K = "reports/reader-gsm8k-test/metrics.json"
 MATH500 = "reports/reader-math500/metrics.json"
 COST = "reports/cloud-cost/cost.json"
 PICTURE = "docs/accuracy_by_steps.png"
 START, END = "<!-- headline -->", "<!-- /headline -->"
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f} %"
 
 
 def _ms(x: float) -> str:

@@ -28,7 +28,9 @@ from fractions import Fraction
 import torch
 
 from ..programs.execute import exact
-from ..programs.steps import COMMUTATIVE, OPS
+from ..programs.steps import COMMUTATIVE, OPS, run_slots
+from .evaluate import last_number
+from .grading import exact_equal
 
 RUNGS = ("reader", "+ C1/C6 step count", "+ C2 operations", "+ C3 operands from the text")
 BLAME = ("C1/C6 step count", "C3 operands", "C2 operations", "C5 wiring", "abstained")
@@ -37,63 +39,51 @@ BLAME = ("C1/C6 step count", "C3 operands", "C2 operations", "C5 wiring", "absta
 def _constraint(rung: int, items: list, width: int):
     """``greedy``'s ``constrain`` for a batch of items with targets: rung 1 the step count, 2 the operations,
     3 the problem-value operands (cumulative)."""
-    from ..students.reader import _slot
-
     def constrain(k: int, logp: torch.Tensor, stop: torch.Tensor):
         logp, stop = logp.clone(), stop.clone()
         S = logp.shape[1]
         for b, it in enumerate(items):
-            n, C = len(it.targets), len(it.cand)
-            if k >= n:
+            if k >= len(it.targets):
                 logp[b] = float("-inf")  # the gold program has ended: STOP
                 continue
             stop[b] = float("-inf")
+            if rung == 1:
+                continue
             keep = torch.zeros(S, S, len(OPS), dtype=torch.bool)
-            for op, i, j in it.targets[k]:
-                if rung == 1:
-                    keep[:] = True
-                elif rung == 2:
+            for op, i, j in _gold_slots(it, width)[k]:
+                if rung == 2:
                     keep[:, :, op] = True
-                else:
-                    rows = [_slot(i, C, width)] if i < C else list(range(width, S))
-                    cols = [_slot(j, C, width)] if j < C else list(range(width, S))
-                    for a in rows:
-                        for c in cols:
-                            keep[a, c, op] = True
-                            keep[c, a, op] |= OPS[op] in COMMUTATIVE  # a + b is b + a; a - b is not b - a
+                    continue
+                rows = [i] if i < width else list(range(width, S))  # a problem value, or any result
+                cols = [j] if j < width else list(range(width, S))
+                for x in rows:
+                    for y in cols:
+                        keep[x, y, op] = True
+                        keep[y, x, op] |= OPS[op] in COMMUTATIVE  # a + b is b + a; a - b is not b - a
             logp[b] = logp[b].masked_fill(~keep, float("-inf"))
         return logp, stop
 
     return constrain
 
 
-def _values(it, prog, width: int) -> list[Fraction] | None:
-    """Every result of ``prog`` (batch slots) over the item's candidate values; None where one does not compute."""
-    from ..programs.steps import apply
+def _values(it, prog, width: int) -> list[Fraction]:
+    """Every result of ``prog`` (batch slots) over the item's candidate values; [] where one does not compute."""
+    from ..students.reader_train import slot_values
 
-    vals = {s: c.value for s, c in enumerate(it.cand)}
-    out = []
-    for k, (op, i, j) in enumerate(prog):
-        a, b = vals.get(i), vals.get(j)
-        v = None if a is None or b is None else apply(OPS[op], a, b)
-        if v is None:
-            return None
-        out.append(v)
-        vals[width + k] = v
-    return out
+    return run_slots(prog, slot_values(it, width)) or []
 
 
 def blame(it, prog, gold, width: int) -> str:
     """Why a wrong greedy program is wrong, against the item's gold targets (the module's order)."""
     if not prog:
         return "abstained"
-    got = _values(it, prog, width) or []
-    gold_results = _values(it, [tg[0] for tg in _gold_slots(it, width)], width) or []
+    got = _values(it, prog, width)
+    gold_results = _values(it, [tg[0] for tg in _gold_slots(it, width)], width)
     if gold in got[:-1] or (len(prog) < len(it.targets) and set(got) <= set(gold_results)):
         return "C1/C6 step count"
-    mine_vals = Counter(str(it.cand[x].value) for _, i, j in prog for x in (i, j) if x < len(it.cand))
-    gold_vals = Counter(str(it.cand[x].value) for op, i, j in (tg[0] for tg in it.targets) for x in (i, j)
-                        if x < len(it.cand))
+    C = len(it.cand)
+    mine_vals = Counter(it.cand[x].value for _, i, j in prog for x in (i, j) if x < C)
+    gold_vals = Counter(it.cand[x].value for _, i, j in (tg[0] for tg in it.targets) for x in (i, j) if x < C)
     if mine_vals != gold_vals:
         return "C3 operands"
     if Counter(op for op, _, _ in prog) != Counter(tg[0][0] for tg in it.targets):
@@ -102,6 +92,7 @@ def blame(it, prog, gold, width: int) -> str:
 
 
 def _gold_slots(it, width: int) -> list[list[tuple[int, int, int]]]:
+    """The item's targets over a batch's slots (results at ``width`` and on)."""
     from ..students.reader import _slot
 
     C = len(it.cand)
@@ -116,19 +107,19 @@ def reader_ladder(model, labelled: list, encoded: dict, batch_size: int = 64) ->
     from ..students.reader_train import greedy, items_for
 
     cfg = model.cfg
-    items, answers, dropped = items_for(labelled, encoded, cfg)
-    n_all = len(items)
+    items, kept, dropped = items_for(labelled, encoded, cfg)
+    n = max(1, len(items))
     hits = [0] * len(RUNGS)
     ceiling, blamed = 0, Counter()
     model.eval()
     for k in range(0, len(items), batch_size):
-        chunk, gold = items[k:k + batch_size], [exact(a) for a in answers[k:k + batch_size]]
+        chunk, gold = items[k:k + batch_size], [exact(p.answer) for p in kept[k:k + batch_size]]
         batch = collate(chunk, cfg)
         width = batch["n_cand"]
         for rung in range(len(RUNGS)):
             progs = greedy(model, batch, _constraint(rung, chunk, width) if rung else None)
             for it, prog, g in zip(chunk, progs, gold):
-                got = _values(it, prog, width) if prog else None
+                got = _values(it, prog, width)
                 right = bool(got) and g is not None and got[-1] == g
                 hits[rung] += right
                 if rung == 0 and not right:
@@ -136,6 +127,7 @@ def reader_ladder(model, labelled: list, encoded: dict, batch_size: int = 64) ->
         for it, g in zip(chunk, gold):
             res = _values(it, [tg[0] for tg in _gold_slots(it, width)], width)
             ceiling += bool(res) and res[-1] == g
+    last = sum(bool(exact_equal(p.answer, last_number(p.question) or "")) for p in kept)
     return {"problems": len(labelled), "gold_programs": len(items), "no_gold_program": dict(dropped),
-            "ladder": {r: h / max(1, n_all) for r, h in zip(RUNGS, hits)} | {"gold program": ceiling / max(1, n_all)},
-            "blame": {b: blamed.get(b, 0) for b in BLAME}}
+            "ladder": {r: h / n for r, h in zip(RUNGS, hits)} | {"gold program": ceiling / n},
+            "last_number_same_problems": last / n, "blame": {b: blamed.get(b, 0) for b in BLAME}}

@@ -51,6 +51,26 @@ REASONS = ("no annotations", "not binary arithmetic", "an annotation does not co
            "the answer is not computed", "a step does not compute")
 
 
+def as_text(v: Fraction) -> str:
+    """An exact value as an answer's text: 72, 5/2 (a fraction stays exact)."""
+    return str(v.numerator) if v.denominator == 1 else f"{v.numerator}/{v.denominator}"
+
+
+def run_slots(steps, values: list[Fraction]) -> list[Fraction] | None:
+    """Every result of ``steps`` given as (op index, i, j) over slots: ``values`` first, then each result in
+    turn; None where a step reads a slot that does not exist or does not compute."""
+    vals, out = list(values), []
+    for op, i, j in steps:
+        if i >= len(vals) or j >= len(vals):
+            return None
+        v = apply(OPS[op], vals[i], vals[j])
+        if v is None:
+            return None
+        vals.append(v)
+        out.append(v)
+    return out
+
+
 def apply(op: str, a: Fraction, b: Fraction) -> Fraction | None:
     """The exact value of ``a op b``; None where it does not compute (÷ 0, or beyond ``MAX_ABS``)."""
     if op == "/" and b == 0:

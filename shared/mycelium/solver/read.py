@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..programs.steps import OPS
+from ..programs.steps import OPS, as_text
 from .beam import beam_search
 from .solve import Question, Solution
 
@@ -64,7 +64,7 @@ class ReaderSolver:
             return done(answer=None, abstained=True, reason="no program in the beam computes an answer of format "
                         f"{result.fmt}", confidence=0.0, trace=trace)
         best = max(result.finished, key=lambda f: f.mass) if self.options.vote else result.finished[0]
-        return done(answer=_text(best.value), abstained=False, reason=None,
+        return done(answer=as_text(best.value), abstained=False, reason=None,
                     confidence=best.mass if self.options.vote else math.exp(best.logp),
                     program=self._nodes(best, item, text), nodes_expanded=result.rounds,
                     programs_tried=len(result.finished), trace=trace)
@@ -89,10 +89,5 @@ class ReaderSolver:
                     names.append(f"r{x - C}")
                     operands.append({"node": x - C})
             out.append({"canonical": f"{names[0]} {OPS[op]} {names[1]}", "operands": operands,
-                        "value": _text(f.values[C + k])})
+                        "value": as_text(f.values[C + k])})
         return out
-
-
-def _text(v) -> str:
-    """An exact value as the answer's text: 72, 5/2 (a fraction stays exact)."""
-    return str(v.numerator) if v.denominator == 1 else f"{v.numerator}/{v.denominator}"

@@ -210,7 +210,8 @@ class Reader(nn.Module):
         self.top = None
         if cfg.train_layers:
             self.top, self.top_norm, self.rotary = copy_top(backbone, cfg.train_layers, cfg.lora_rank)
-            self.top.float(), self.top_norm.float()
+            self.top.float()
+            self.top_norm.float()
             self.backbone_config = backbone.config
         H, P = cfg.hidden, cfg.pair
         self.mix = nn.Parameter(torch.zeros(len(cfg.layers)))

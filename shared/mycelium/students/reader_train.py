@@ -24,7 +24,7 @@ import torch
 from ..analysis.numwords import mentions
 from ..core.errors import ConfigError
 from ..programs.examples import answer_format
-from ..programs.steps import OPS, StepProgram
+from ..programs.steps import OPS, StepProgram, as_text, run_slots
 from ..students.data import FORMATS
 from .encode import Encoded
 from .reader import MAX_READINGS, Reader, ReaderConfig, ReaderItem, collate, make_item
@@ -77,20 +77,20 @@ def fit_constants(programs: list[Labelled], min_count: int) -> list[str]:
 
 
 def items_for(programs: list[Labelled], encoded: dict, cfg: ReaderConfig, sets: bool = True
-              ) -> tuple[list[ReaderItem], list[str], Counter]:
-    """The programs the reader can express (every operand held by a candidate) as items, their problems' gold
-    answers, and why the rest are not expressible."""
-    items, answers, dropped = [], [], Counter()
+              ) -> tuple[list[ReaderItem], list[Labelled], Counter]:
+    """The programs the reader can express (every operand held by a candidate) as items, those programs (one
+    per item), and why the rest are not expressible."""
+    items, kept, dropped = [], [], Counter()
     for p in programs:
         if len(p.program.steps) > cfg.max_steps:
             dropped["more steps than max_steps"] += 1
             continue
         try:
             items.append(make_item(p.question, encoded[p.question], cfg, p.program, answer_format(p.answer), sets))
-            answers.append(p.answer)
+            kept.append(p)
         except ValueError:
             dropped["an operand no candidate holds"] += 1
-    return items, answers, dropped
+    return items, kept, dropped
 
 
 def features_for(teacher, cfg: ReaderConfig, texts: list[str], cache: Path | None = None, progress: bool = True
@@ -118,9 +118,7 @@ def augmented(programs: list[Labelled], k: int, seed: int = 0) -> list[Labelled]
     out = []
     for p in programs:
         for text, prog in step_variants(p.question, p.program, k, f"{seed}:{p.id}"):
-            a = prog.answer
-            value = str(a.numerator) if a.denominator == 1 else f"{a.numerator}/{a.denominator}"
-            out.append(Labelled(problem_id(text), text, answer_like(value, p.answer), prog, "train"))
+            out.append(Labelled(problem_id(text), text, answer_like(as_text(prog.answer), p.answer), prog, "train"))
     return out
 
 
@@ -160,17 +158,14 @@ def greedy(model: Reader, batch: dict, constrain=None) -> list[list[tuple[int, i
 
 
 def run_values(steps, values: list[Fraction]) -> Fraction | None:
-    from ..programs.steps import apply
+    """The answer of ``steps`` over slot values (``steps.run_slots``), None for no steps or one that fails."""
+    out = run_slots(steps, values)
+    return out[-1] if out else None
 
-    vals = list(values)
-    for op, i, j in steps:
-        if i >= len(vals) or j >= len(vals):
-            return None
-        v = apply(OPS[op], vals[i], vals[j])
-        if v is None:
-            return None
-        vals.append(v)
-    return vals[-1] if steps else None
+
+def slot_values(item: ReaderItem, width: int) -> list[Fraction]:
+    """An item's candidate values padded to a batch's ``width`` (result slots start there)."""
+    return [c.value for c in item.cand] + [Fraction(0)] * (width - len(item.cand))
 
 
 def evaluate_items(model: Reader, items: list[ReaderItem], answers: list[str], batch_size: int = 64) -> dict:
@@ -202,8 +197,7 @@ def evaluate_items(model: Reader, items: list[ReaderItem], answers: list[str], b
             ch = batch["chosen"][:, t]
             ctx = model.advance(ctx, ch[:, 0], ch[:, 1], ch[:, 2], go=live)
         for it, prog, g in zip(chunk, greedy(model, batch), gold):
-            pad = [c.value for c in it.cand] + [Fraction(0)] * (C - len(it.cand))
-            v = run_values(prog, pad)
+            v = run_values(prog, slot_values(it, C))
             answer_hit += v is not None and exact(g) is not None and v == exact(g)
             exact_hit += len(prog) == len(it.targets) and all(
                 _slot_step(s, C, len(it.cand)) in {(op, i, j) for op, i, j in tg} for s, tg in zip(prog, it.targets))
@@ -247,7 +241,8 @@ def train(labelled: list[Labelled], teacher, out: Path, opts: TrainOptions, cach
     texts = [p.question for p in train_p + val_p]
     encoded = features_for(teacher, cfg, texts, cache, opts.progress)
     train_items, _, dropped = items_for(train_p, encoded, cfg, opts.sets)
-    val_items, val_answers, _ = items_for(val_p, encoded, cfg)
+    val_items, val_kept, _ = items_for(val_p, encoded, cfg)
+    val_answers = [p.answer for p in val_kept]
     model = Reader(cfg, teacher.model)
     top = [p for n, p in model.named_parameters() if n.startswith("top") and p.requires_grad]
     rest = [p for n, p in model.named_parameters() if not n.startswith("top")]
