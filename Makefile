@@ -15,6 +15,9 @@ EPOCHS ?= 4
 # `make students`: the shipped reader (C3 + C5, the step decoder) from GSM8K train's programs, into
 #   $(READER), where `mycelium solve` finds it by default; resumes from its checkpoint (about 40 min on 2 cores).
 #   READER_PROGRAMS=run:$(TRAIN_RUN) trains it on the teacher's programs instead (`make teacher-programs` first).
+# `make verifier`: the reader's loop on GSM8K train (cross-fitted fold readers, their beams, the verifier, the
+#   right programs as set targets; `mycelium improve-reader`), shipping the best round's verifier (and reader)
+#   beside the shipped reader; resumable in $(LOOP_WORK) (about 1 h a round on 2 cores).
 # `make teacher-programs`: the teacher's programs for GSM8K train (capture .. label), every stage resumable (hours).
 # `make specialists`: the six specialists of the first design on them, into models/$(TRAIN_RUN).
 # `make evaluate`: the shipped reader on GSM8K test, beside the last number and the same backbone's chain of thought.
@@ -31,9 +34,11 @@ READER_PROGRAMS ?= annotations
 READER_EPOCHS ?= 12
 READER_AUGMENT ?= 0
 READER_WORK ?= runs/checkpoints/reader
-COT_LIMIT ?= 200
+COT_LIMIT ?= 100
+LOOP_WORK ?= runs/reader-loop
+LOOP_ROUNDS ?= 2
 
-.PHONY: run test setup clean bench students teacher-programs specialists evaluate evaluate-specialists
+.PHONY: run test setup clean bench students verifier teacher-programs specialists evaluate evaluate-specialists
 
 setup: $(STAMP)
 
@@ -67,6 +72,10 @@ students: $(STAMP)
 	$(BIN)/mycelium train-reader --programs $(READER_PROGRAMS) --data $(TRAIN_DATA) --out $(READER) \
 		--epochs $(READER_EPOCHS) --augment $(READER_AUGMENT) --work $(READER_WORK) --feature-cache runs/.features
 
+verifier: $(STAMP)
+	$(BIN)/mycelium improve-reader --programs $(READER_PROGRAMS) --data $(TRAIN_DATA) --start $(READER) \
+		--work $(LOOP_WORK) --rounds $(LOOP_ROUNDS) --ship $(dir $(READER)) --feature-cache runs/.features
+
 teacher-programs: $(STAMP)
 	$(BIN)/mycelium capture --data $(TRAIN_DATA) --run $(TRAIN_RUN) $(if $(LIMIT),--limit $(LIMIT))
 	$(BIN)/mycelium analyze --run $(TRAIN_RUN) --workers 2
@@ -80,7 +89,7 @@ specialists: $(STAMP)
 
 evaluate: $(STAMP)
 	$(BIN)/mycelium evaluate --models $(READER) --data $(TEST_DATA) --out reports/reader-$(TEST_RUN) \
-		--cot-limit $(COT_LIMIT) $(if $(LIMIT),--limit $(LIMIT))
+		--cot-limit $(COT_LIMIT) --cot-timed 10 --cot-batch 48 --cot-max-new-tokens 320 $(if $(LIMIT),--limit $(LIMIT))
 
 # The teacher reads the test problems' reference solutions (with the training run's computing heads) for
 # attribution only; the solver reads the question text alone.

@@ -38,8 +38,10 @@ CAPTURE_DELETES = ("failures/capture/*",)
 #: Training: one multi-GPU instance per job (DDP over NCCL across its A10Gs): g5.12xlarge has 4, g5.48xlarge 8.
 TRAIN_INSTANCE_TYPES = {4: "g5.12xlarge", 8: "g5.48xlarge"}
 #: What a training worker reads (the merged examples, checked against merge's commit and lineage; an improvement
-#: round's, and the run's problems for the loop's split) and writes (round k's students under rounds/r<k>/models/).
-TRAIN_READS = ("stages/*", "commits/merge*", "training/*", "rounds/*/training/*", "commits/ingest/*", "problems/*")
+#: round's, and the run's problems for the loop's split; the round's beams for its verifier) and writes (round k's
+#: students and verifier under rounds/r<k>/models/).
+TRAIN_READS = ("stages/*", "commits/merge*", "training/*", "rounds/*/training/*", "commits/ingest/*", "problems/*",
+               "rounds/*/beams/*")
 TRAIN_WRITES = ("models/*", "rounds/*/models/*", "status/train/*")
 
 

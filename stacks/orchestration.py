@@ -7,7 +7,9 @@
       -> Aggregate (Lambda) -> Discover (Lambda)
       -> Label (Distributed Map over runs/<run>/commits/analyze/, the label Lambda) -> round 0:
       -> Merge (Lambda) -> Train (Batch .sync: the multi-GPU job definition, torchrun over the instance's GPUs)
-      -> Plan (Lambda) -> Evaluate (Distributed Map of the solver Lambda over the val problems' parts)
+      -> Plan (Lambda) -> Verifier? (the run's option: BeamsTrain, BeamsVal (Distributed Maps of the solver
+         Lambda: the reader's beams) -> TrainVerifier (Batch .sync, MYCELIUM_TRAIN=verifier))
+      -> Evaluate (Distributed Map of the solver Lambda over the val problems' parts)
       -> Report (Lambda: grades the parts, the per-round table, the decision)
       -> Improve? (Choice on the decision) -- yes: NextRound -> SolveTrain (Distributed Map of the solver Lambda:
          round k-1's students label the training problems) -> MopUp (Lambda: the still-failing problems become
@@ -193,19 +195,33 @@ class OrchestrationStack(Stack):
         improve.when(sfn.Condition.boolean_equals("$.report.continue", True),
                      next_round.next(solve_train).next(mop_up).next(new))
         improve.otherwise(finish)
-        merge.next(train).next(plan).next(evaluate).next(report).next(improve)
+        # The round's verifier (the run's improve option): the reader's beams of the train and val parts (the
+        # solver Lambda's maps), then the training job trains it on them, before val is solved.
+        beams_train = guarded(self._solve_map("BeamsTrain", "beams-train", "$.plan.train_parts"))
+        beams_val = guarded(self._solve_map("BeamsVal", "beams-val", "$.plan.val_parts"))
+        train_verifier = guarded(self._train_job("TrainVerifier", what="verifier"))
+        verify = sfn.Choice(self, "Verifier?")
+        verify.when(sfn.Condition.boolean_equals("$.plan.verifier", True),
+                    beams_train.next(beams_val).next(train_verifier).next(evaluate))
+        verify.otherwise(evaluate)
+        merge.next(train).next(plan).next(verify)
+        evaluate.next(report).next(improve)
         return start.next(merge)
 
-    def _train_job(self) -> tasks.BatchSubmitJob:
-        """The round's students on one multi-GPU instance (``gpu_workers/train``: torchrun over its GPUs)."""
+    def _train_job(self, name: str = "Train", what: str | None = None) -> tasks.BatchSubmitJob:
+        """The round's students on one multi-GPU instance (``gpu_workers/train``: torchrun over its GPUs); with
+        ``what`` "verifier", the round's verifier from its beams."""
+        env = {"MYCELIUM_ROUND": sfn.JsonPath.format("{}", sfn.JsonPath.string_at("$.round"))}
+        if what:
+            env["MYCELIUM_TRAIN"] = what
         return tasks.BatchSubmitJob(
-            self, "Train", job_name="mycelium-train", job_queue_arn=self.train_queue.job_queue_arn,
+            self, name, job_name=f"mycelium-{name.lower()}", job_queue_arn=self.train_queue.job_queue_arn,
             job_definition_arn=self.train_job_definition.job_definition_arn,
             payload=sfn.TaskInput.from_object({"run.$": "$.run"}),
-            container_overrides=tasks.BatchContainerOverrides(environment={
-                "MYCELIUM_ROUND": sfn.JsonPath.format("{}", sfn.JsonPath.string_at("$.round"))}),
+            container_overrides=tasks.BatchContainerOverrides(environment=env),
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
-            result_selector={"job_id.$": "$.JobId", "status.$": "$.Status"}, result_path="$.train",
+            result_selector={"job_id.$": "$.JobId", "status.$": "$.Status"},
+            result_path="$.train" if what is None else f"$.train_{what}",
         )
 
     def _solve_map(self, name: str, split: str, parts: str) -> sfn.DistributedMap:

@@ -71,15 +71,15 @@ STAGES: dict[str, StageSpec] = {
     # The improvement loop's solver on Lambda (CPU): round k-1's students label a part of the training problems,
     # or round k's answer a part of the val problems. Reads the students and the run's problems and records.
     "solve": StageSpec(4096, 15, reads=(*_RUN, "models/*", "rounds/*/models/*", "commits/student-r*",
-                                        "rounds/*/val/*"),
+                                        "rounds/*/val/*", "rounds/*/beams/*"),
                        writes=("stages/student-r*", "rounds/*/labels/*", "rounds/*/examples/*",
-                               "commits/student-r*", "failures/student-r*", "rounds/*/val/*"),
+                               "commits/student-r*", "failures/student-r*", "rounds/*/val/*", "rounds/*/beams/*"),
                        # the runner restores the round's record when a fatal error stops it before any problem
                        deletes=("failures/student-r*", "stages/student-r*"), torch=True),
     # The loop's plan, mop-up start (the mop-up run's input, records and ingest) and per-round report.
     "improve": StageSpec(4096, 15, reads=(*_RUN, "commits/label/*", "commits/student-r*", "commits/merge*",
                                           "rounds/*", "training/*", "capture/calibration.json", "input/*",
-                                          "summary.json"),
+                                          "summary.json", "models/verifier/metrics.json"),
                          writes=("rounds/*", "input/*", "problems/*", "stages/*", "commits/ingest/*",
                                  "failures/ingest/*", "failures/student-r*", "summary.json"),
                          deletes=("problems/*", "failures/ingest/*")),

@@ -9,7 +9,9 @@ metrics, or failed with the reason, so an orchestrator never waits on a silent w
 
 In the improvement loop the state machine sets ``MYCELIUM_ROUND=k``: the job then trains on round k's merged
 data with the loop's options (the run's ``stages/improve.json``: epochs, batch size, width, its problems) and
-uploads to ``<run>/rounds/r<k>/models/<C>/`` (round 0: ``<run>/models/<C>/``).
+uploads to ``<run>/rounds/r<k>/models/<C>/`` (round 0: ``<run>/models/<C>/``). With ``MYCELIUM_TRAIN=verifier``
+it trains the round's verifier from the reader's beams the solve map wrote (``mycelium train-verifier``) and
+uploads it to ``models/verifier/`` of the round.
 """
 
 from __future__ import annotations
@@ -34,8 +36,13 @@ def gpus() -> int:
         return 0
 
 
-def train_command(store: str, run: str, out: Path, extra: list[str], n_proc: int) -> list[str]:
-    """The command that trains: torchrun over ``n_proc`` processes, or one plain process."""
+def train_command(store: str, run: str, out: Path, extra: list[str], n_proc: int, what: str | None = None
+                  ) -> list[str]:
+    """The command that trains: torchrun over ``n_proc`` processes, or one plain process. ``what`` "verifier":
+    the round's verifier from its beams (one process: it is small)."""
+    if what == "verifier":
+        return [sys.executable, "-m", "mycelium.cli", "train-verifier", "--run", run, "--store", store, "--out",
+                str(out), "--no-progress", *extra]
     args = ["train", "--run", run, "--store", store, "--out", str(out), "--no-progress", *extra]
     if n_proc <= 1:
         return [sys.executable, "-m", "mycelium.cli", *args]
@@ -80,14 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     store, keys = open_store(args.store), RunKeys(args.run)
     name = os.environ.get("AWS_BATCH_JOB_ID", "local")
     n_proc = args.nproc if args.nproc is not None else max(1, gpus())
-    round_ = os.environ.get(env.TRAIN_ROUND)
-    status: dict = {"run": args.run, "job": name, "processes": n_proc, "round": round_}
+    round_, what = os.environ.get(env.TRAIN_ROUND), os.environ.get(env.TRAIN_WHAT) or None
+    status: dict = {"run": args.run, "job": name, "processes": n_proc, "round": round_, "trains": what or "students"}
 
     def work() -> tuple[bool, dict]:
-        more = extra if round_ is None else [*round_args(store, args.run, int(round_)), *extra]
+        if what == "verifier":
+            more = ["--round", str(int(round_ or 0)), *extra]
+        else:
+            more = extra if round_ is None else [*round_args(store, args.run, int(round_)), *extra]
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "models"
-            done = subprocess.run(train_command(args.store, args.run, out, more, n_proc), capture_output=True,
+            done = subprocess.run(train_command(args.store, args.run, out, more, n_proc, what), capture_output=True,
                                   text=True)
             sys.stderr.write(done.stderr[-20000:])
             sys.stdout.write(done.stdout)

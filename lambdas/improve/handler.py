@@ -2,7 +2,8 @@
 
 Events (``{"run": ..., "round": k, "action": ...}``):
 
-- ``plan``: the parts the solver maps run over: ``{"val_parts": [0, 1, ...], "train_parts": [...]}``;
+- ``plan``: the parts the solver maps run over: ``{"val_parts": [0, 1, ...], "train_parts": [...], "verifier":
+  bool}`` (whether the round's beams teach a verifier before val is solved);
 - ``mop-up``: after round k's student labels (the map), the problems still without a program go to the teacher:
   run ``<run>.mopup-r<k>`` is ingested with every stage's record, and ``{"run", "asked", "shards", "new"}``
   comes back (the capture jobs and the analyze and label maps take it from there; ``new`` is false when
@@ -46,7 +47,7 @@ def handler(event: dict, context=None) -> dict:
     loop = Loop(STORE, ev.run, improve_config(STORE, keys).model_copy(update={"progress": False}))
     if ev.action == "plan":
         loop.check()
-        out = {"val_parts": loop.parts("val"), "train_parts": loop.parts("train")}
+        out = {"val_parts": loop.parts("val"), "train_parts": loop.parts("train"), "verifier": loop.cfg.verifier}
     elif ev.action == "mop-up":
         loop.tally_students(ev.round)
         out = loop.start_mop_up(ev.round)

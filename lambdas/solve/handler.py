@@ -5,7 +5,8 @@ Events::
     {"run": "gsm8k-train", "round": 1, "split": "train", "part": 3}   # round 1's student labels, part 3
     {"run": "gsm8k-train", "round": 1, "split": "val", "part": 0}     # round 1's students on val, part 0
 
-``train``: round k-1's students solve part i of the loop's training problems and keep the programs that execute
+``beams-train`` / ``beams-val``: the reader's beams of part i (``stages/verifier_round``), the round's verifier's
+training data and its val check. ``train``: round k-1's students solve part i of the loop's training problems and keep the programs that execute
 to the answer (``student-r<k>`` commits). ``val``: round k's students answer part i of the val problems
 (``rounds/r<k>/val/part-<i>.json``; the report Lambda grades them). The students come from the store at cold
 start (``models/``, ``rounds/r<k>/models/``) and the backbone from the image; a warm container keeps both.
@@ -35,7 +36,7 @@ STORE = open_store(os.environ.get(env.STORE_URL))
 
 class SolveEvent(RunEvent):
     round: int = Field(ge=0)
-    split: Literal["train", "val"]
+    split: Literal["train", "val", "beams-train", "beams-val"]
     part: int = Field(ge=0)
 
 
@@ -50,7 +51,12 @@ def handler(event: dict, context=None) -> dict:
     ev = SolveEvent.model_validate(event)
     cfg = improve_config(STORE, RunKeys(ev.run)).model_copy(update={"progress": False, "device": "cpu"})
     loop = Loop(STORE, ev.run, cfg, teacher=teacher(cfg.backbone))
-    out = loop.label_part(ev.round, ev.part) if ev.split == "train" else loop.solve_part(ev.round, ev.part)
+    if ev.split.startswith("beams-"):  # the reader's beams of the part: the round's verifier's data
+        from mycelium.stages.verifier_round import beams_part
+
+        out = beams_part(loop, ev.round, ev.split.removeprefix("beams-"), ev.part)
+    else:
+        out = loop.label_part(ev.round, ev.part) if ev.split == "train" else loop.solve_part(ev.round, ev.part)
     # A problem that failed is a ledger entry, counted in the round's line of the summary and in its report row;
     # the part itself succeeds (one bad problem must not end a multi-round execution).
     log.info({"message": f"solved {ev.split}", "run": ev.run, "round": ev.round, **out})

@@ -267,7 +267,17 @@ def test_the_second_half_labels_trains_evaluates_and_loops_while_the_report_says
     while states[name]["Type"] != "Choice":
         order.append(name)
         name = states[name]["Next"]
-    assert order == ["Label", "StartLoop", "Merge", "Train", "Plan", "Evaluate", "Report"] and name == "Improve?"
+    assert order == ["Label", "StartLoop", "Merge", "Train", "Plan"] and name == "Verifier?"
+    # the run's verifier option: the reader's beams of the train and val parts, the verifier's training job
+    verify = states["Verifier?"]
+    assert verify["Choices"] == [{"Variable": "$.plan.verifier", "BooleanEquals": True, "Next": "BeamsTrain"}]
+    assert verify["Default"] == "Evaluate"
+    assert [states[n]["Next"] for n in ("BeamsTrain", "BeamsVal", "TrainVerifier")] == \
+        ["BeamsVal", "TrainVerifier", "Evaluate"]
+    assert states["TrainVerifier"]["Parameters"]["ContainerOverrides"]["Environment"] == [
+        {"Name": "MYCELIUM_ROUND", "Value.$": "States.Format('{}', $.round)"},
+        {"Name": "MYCELIUM_TRAIN", "Value": "verifier"}]
+    assert states["Evaluate"]["Next"] == "Report" and states["Report"]["Next"] == "Improve?"
     label = states["Label"]
     assert label["ItemReader"]["Parameters"]["Prefix.$"] == "States.Format('runs/{}/commits/analyze/', $.run)"
     assert states["Merge"]["Parameters"] == {"run.$": "$.run", "round.$": "$.round"}
@@ -277,7 +287,9 @@ def test_the_second_half_labels_trains_evaluates_and_loops_while_the_report_says
     assert train["Parameters"]["JobDefinition"] == "<train-job-definition-arn>"
     assert train["Parameters"]["ContainerOverrides"]["Environment"] == [
         {"Name": "MYCELIUM_ROUND", "Value.$": "States.Format('{}', $.round)"}]
-    for name, split, parts in (("Evaluate", "val", "$.plan.val_parts"), ("SolveTrain", "train", "$.plan.train_parts")):
+    for name, split, parts in (("Evaluate", "val", "$.plan.val_parts"), ("SolveTrain", "train", "$.plan.train_parts"),
+                               ("BeamsTrain", "beams-train", "$.plan.train_parts"),
+                               ("BeamsVal", "beams-val", "$.plan.val_parts")):
         m = states[name]
         assert m["Type"] == "Map" and m["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
         assert m["ItemsPath"] == parts and m["ItemSelector"]["split"] == split
@@ -312,7 +324,7 @@ def test_lambda_tasks_retry_throttling_with_backoff_and_jitter(asl):
     lambdas = {n: s for n, s in _tasks(asl).items() if s["Type"] == "Task" and ":lambda:" in s["Resource"]}
     assert set(lambdas) == {"Ingest", "AnalyzeChunk", "Aggregate", "Discover", "Finish", "RecordFailure", "LabelItem",
                             "Merge", "Plan", "EvaluatePart", "Report", "SolveTrainPart", "MopUp", "ReportNothingNew",
-                            "AnalyzeMopUpItem", "LabelMopUpItem"}
+                            "AnalyzeMopUpItem", "LabelMopUpItem", "BeamsTrainPart", "BeamsValPart"}
     for name, state in lambdas.items():
         (retry,) = state["Retry"]
         assert "Lambda.TooManyRequestsException" in retry["ErrorEquals"], name
@@ -325,7 +337,7 @@ def test_every_step_of_the_run_has_a_failure_path_that_records_why(asl):
     assert set(guarded) == {"Ingest", "Prepare", "CaptureShard", "CaptureShards", "Analyze", "Aggregate", "Discover",
                             "Finish", "Label", "Merge", "Train", "Plan", "Evaluate", "Report", "SolveTrain", "MopUp",
                             "ReportNothingNew", "PrepareMopUp", "CaptureMopUpShard", "CaptureMopUpShards",
-                            "AnalyzeMopUp", "LabelMopUp"}
+                            "AnalyzeMopUp", "LabelMopUp", "BeamsTrain", "BeamsVal", "TrainVerifier"}
     for name in guarded:
         assert states[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
                                           "Next": "RecordFailure"}], name

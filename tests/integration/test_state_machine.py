@@ -72,17 +72,21 @@ class LocalLambda:
     """lambda:Invoke -> lambdas/<stage>/handler.py in this process (imported inside the mock)."""
 
     def __init__(self, ops: list):
+        import threading
+
         self.handlers: dict[str, object] = {}
         self.calls: list[str] = []
+        self.lock = threading.Lock()
         self.ops = ops
 
     def handler(self, function: str):
         stage = function.rsplit(":", 1)[-1].removeprefix("mycelium-")
-        if stage not in self.handlers:
-            module = load_handler(stage)
-            module.STORE = RecordingStore(module.STORE, self.ops, stage)
-            self.handlers[stage] = module.handler
-        self.calls.append(stage)
+        with self.lock:  # a map's first items arrive at once: one import (Lambda: one per container)
+            if stage not in self.handlers:
+                module = load_handler(stage)
+                module.STORE = RecordingStore(module.STORE, self.ops, stage)
+                self.handlers[stage] = module.handler
+            self.calls.append(stage)
         return self.handlers[stage]
 
     def invoke(self, FunctionName: str, Payload=b"{}", **_):  # noqa: N803 - boto's parameter names
@@ -434,3 +438,51 @@ def test_a_failing_training_job_records_why(engine, tiny_teacher_dir, tmp_path):
     assert train["status"] == "FAILED"
     worker = store.get_json(next(k for k in store.list(f"{run}/status/train/")))
     assert worker["state"] == "failed" and "no-such-model" in worker["error"]
+
+
+def test_a_round_with_the_verifier_beams_the_parts_trains_it_and_reports_it(engine, tiny_teacher_dir, tmp_path):
+    from fractions import Fraction as F
+
+    from mycelium.programs.steps import Step, StepProgram, canonical
+    from mycelium.students.reader_data import Labelled
+    from mycelium.students.reader_train import TrainOptions, train
+    from mycelium.teacher.model import load_teacher
+
+    # the reader whose beams teach the verifier: one on the tiny backbone (the run's option names it)
+    labelled = []
+    for k in range(12):
+        a, b = 3 + k, 2 + k % 4
+        q = f"Ann has {a} apples and buys {b} more. How many apples does she have?"
+        labelled.append(Labelled(f"r{k}", q, str(a + b), canonical(StepProgram(
+            [Step("+", ("value", F(a)), ("value", F(b)))], F(a + b)), q), "val" if k < 3 else "train"))
+    reader = tmp_path / "reader"
+    train(labelled, load_teacher(str(tiny_teacher_dir)), reader, TrainOptions(
+        epochs=1, batch_size=4, hidden=32, layers=[1, 3], min_constant_count=1, progress=False))
+    store, run = engine["store"], "verifier-run"
+    submit_tiny(store, run, rows_by_split(6, 2), tiny_teacher_dir, verifier=True, reader=str(reader), beam=4,
+                verifier_epochs=1)
+
+    desc = run_to_end(engine, run, timeout_s=600)
+
+    assert desc["status"] == "SUCCEEDED", desc.get("failures")
+    keys = RunKeys(run)
+    listed = listed_now(store, run)
+    # the solver Lambda's maps wrote the reader's beams of every part, train and val, labelled by execution
+    beams = {split: [json.loads(line) for key in sorted(k for k in listed if f"/rounds/r0/beams/{split}/" in k)
+                     for line in store.get(key).decode().splitlines()] for split in ("train", "val")}
+    assert len(beams["train"]) == 6 and len(beams["val"]) == 2
+    assert all(r["split"] == split for split in beams for r in beams[split])
+    assert all(isinstance(c["correct"], bool) for split in beams for r in beams[split] for c in r["candidates"])
+    # the training job trained the verifier on them (MYCELIUM_TRAIN=verifier) and uploaded it beside the students
+    trains = [j for j in engine["batch"].jobs.values() if j["jobQueue"] == TRAIN_QUEUE_ARN]
+    assert [j["env"].get("MYCELIUM_TRAIN") for j in trains] == [None, "verifier"]
+    assert all(j["status"] == "SUCCEEDED" for j in trains)
+    assert {f"{run}/models/verifier/{f}" for f in ("model.safetensors", "config.json", "metrics.json")} <= listed
+    # the round's row: the verifier's val metrics beside the reader's beam order on the same beams
+    row = store.get_json(keys("rounds", "improve.json"))["rounds"][0]
+    v = row["verifier"]
+    assert v["n"] == 2 and 0 <= v["top1_beam"] <= v["pass_at_beam"] and v["top1_verifier"] <= v["pass_at_beam"]
+    assert "reader + verifier" in store.get(keys("rounds", "improve.md")).decode()
+    calls = engine["lambda"].calls
+    assert calls.count("solve") == 3 + 1 + 1  # 3 train parts and 1 val part of beams, then 1 val part solved
+    assert not denied(engine["ops"], run), sorted(set(denied(engine["ops"], run)))[:20]

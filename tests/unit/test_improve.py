@@ -183,3 +183,37 @@ def test_an_interrupted_loop_resumes_without_redoing_what_is_current(loop):
     assert [r["val_accuracy"] for r in again["rounds"] if "val_accuracy" in r] == \
         [r["val_accuracy"] for r in report["rounds"] if "val_accuracy" in r]
     assert again["teacher_calls"] == report["teacher_calls"]  # nobody was asked twice
+
+
+def test_a_round_s_verifier_learns_from_the_reader_s_beams_of_the_round_s_problems(loop, tiny_teacher, tmp_path):
+    from fractions import Fraction as F
+
+    from mycelium.programs.steps import Step, StepProgram, canonical
+    from mycelium.stages.verifier_round import beams_part, round_beams, row, train_verifier
+    from mycelium.students.reader_data import Labelled
+    from mycelium.students.reader_train import TrainOptions, train
+
+    loop, _ = loop
+    programs = []
+    for k in range(12):
+        q = f"Ann has {3 + k} apples and buys {2 + k % 4} more. How many apples does she have?"
+        programs.append(Labelled(f"a{k}", q, str(5 + k + k % 4), canonical(StepProgram(
+            [Step("+", ("value", F(3 + k)), ("value", F(2 + k % 4)))], F(5 + k + k % 4)), q), "val" if k < 3 else "train"))
+    train(programs, tiny_teacher, tmp_path / "reader", TrainOptions(epochs=1, batch_size=4, hidden=32, layers=[1, 3],
+                                                                    min_constant_count=1, progress=False))
+    cfg = loop.cfg.model_copy(update={"verifier": True, "reader": str(tmp_path / "reader"), "beam": 4,
+                                      "verifier_epochs": 1})
+    v = Loop(loop.store, "l", cfg, models_root=tmp_path / "rounds", teacher=tiny_teacher)
+    for split in ("train", "val"):
+        for i in v.parts(split):
+            assert beams_part(v, 0, split, i)["beams"] == len(v.part(split, i))
+            assert beams_part(v, 0, split, i)["beams"] == "already done"
+    train_beams, val_beams = round_beams(v, 0, "train"), round_beams(v, 0, "val")
+    assert set(train_beams) == set(v.problems) and set(val_beams) == set(v.val)
+    assert all(r["split"] == "val" for r in val_beams.values())  # measured with their answers, never taught
+    m = train_verifier(v, 0, tmp_path / "verifier")
+    assert m["val"]["n"] == len(v.val) and m["train_beams"] == sum(bool(r["candidates"]) for r in train_beams.values())
+    assert row(v, 0) is None  # not uploaded yet: the round's table has no verifier until the job uploads it
+    for f in (tmp_path / "verifier").iterdir():
+        v.store.put(v.keys.model("verifier", f.name, 0), f.read_bytes())
+    assert row(v, 0)["n"] == len(v.val)

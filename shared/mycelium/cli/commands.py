@@ -277,7 +277,8 @@ def solver_options(args):
 
     return SolverOptions(theta=args.theta, width=args.width, budget=args.budget, max_programs=args.max_programs,
                          vote=getattr(args, "vote", 1), fuse=getattr(args, "fuse", 0.0),
-                         beam=getattr(args, "beam", 10))
+                         beam=getattr(args, "beam", 10), choice=getattr(args, "choice", "auto"),
+                         verifier=not getattr(args, "no_verifier", False))
 
 
 def improve_config(args, **runtime):
@@ -291,7 +292,7 @@ def improve_config(args, **runtime):
         problems=args.loop_problems, val_limit=args.val_limit, part_size=args.part_size,
         backbone=getattr(args, "backbone", "embedded"), theta=args.theta, width=args.width, budget=args.budget,
         max_programs=args.max_programs, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        hidden=args.hidden, adapter_layers=args.adapter_layers, **runtime)
+        hidden=args.hidden, adapter_layers=args.adapter_layers, verifier=args.verifier, reader=args.reader, **runtime)
 
 
 def improve(args) -> int:

@@ -22,6 +22,12 @@ IO = {
     "train-reader": ("step programs (a dataset's annotations, or a labelled run's labels/) and the backbone",
                      "DIR/{model.safetensors, config.json, provenance.json, metrics.json, trained_on.txt, curve.png}; "
                      "WORK/checkpoint.pt and best.pt (a cut-off run resumes)", "docs/students.md"),
+    "improve-reader": ("the teacher's step programs (annotations or a run's), the dataset's answers, a reader (--start)",
+                       "WORK/r<k>/{reader, fold0, fold1, beams-train, beams-val, verifier, programs.jsonl, round.json}; "
+                       "WORK/rounds.{json,md,png}, best.json; with --ship the best verifier (and reader)", "docs/loop.md"),
+    "train-verifier": ("an improvement round's beams in the store (rounds/r<k>/beams/) and the backbone",
+                       "OUT/verifier/{model.safetensors, config.json, provenance.json, metrics.json, curve.png}",
+                       "docs/loop.md"),
     "solve": ("problem text or a JSONL file (only the question), and the students (--models)",
               "answers with their programs to stdout (--json: one object per problem); counts to stderr",
               "docs/solver.md"),

@@ -10,7 +10,8 @@
     mycelium merge --run NAME [--val-share 0.1] [--store URL]
     mycelium train --run NAME [--components C1,...] [--out models/NAME] [--backbone embedded|PATH] [--train-layers K [--lora-rank R]] [--placeholders] [--epochs N]
     mycelium train-reader --programs annotations|run:NAME [--data FILE] [--out DIR] [--epochs N] [--limit N] [--train-layers K [--lora-rank R]]
-    mycelium solve [--models DIR] "problem text" | --data FILE [--limit N] [--json] [--beam W]
+    mycelium improve-reader --programs annotations|run:NAME [--data FILE] [--start DIR] [--work DIR] [--rounds N] [--ship DIR]
+    mycelium solve [--models DIR] "problem text" | --data FILE [--limit N] [--json] [--beam W] [--choice verifier|weighted|beam]
     mycelium evaluate --models DIR --data FILE --out DIR [--limit N] [--baseline cot] [--labels-run NAME]
     mycelium improve --run NAME [--rounds N] [--min-gain 0.01] [--mop-up-teacher embedded|PATH|none] [--problems N]
     mycelium deploy --bucket B [--region R] [--spot] [--max-vcpus N] [--vllm VERSION] [--synth]
@@ -93,6 +94,9 @@ def _improve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=3)
     p.add_argument("--budget", type=int, default=400)
     p.add_argument("--max-programs", type=int, default=24, help="programs executed per problem at most")
+    p.add_argument("--verifier", action="store_true", help="each round, the reader's beams of its problems teach a "
+                   "verifier (beside the round's students)")
+    p.add_argument("--reader", default=None, help="the reader whose beams teach it (default: the shipped one)")
 
 
 def _on_run(sub, name: str, func, help: str, problem: bool = False) -> argparse.ArgumentParser:
@@ -194,6 +198,32 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--backbone", default="embedded")
     rd.add_argument("--no-progress", action="store_true")
     rd.set_defaults(func=solving.train_reader)
+    il = sub.add_parser("improve-reader", help="the reader's loop: cross-fitted beams teach the verifier, every right "
+                        "program in them joins the reader's training; rounds until val stops gaining")
+    il.add_argument("--programs", default="annotations", help="the teacher's programs: annotations (of --data) or "
+                    "run:NAME")
+    il.add_argument("--data", default=None, help="the dataset file (its answers label the beams)")
+    il.add_argument("--start", default=str(SHIPPED / "reader"), help="round 0's reader (default: the shipped one)")
+    il.add_argument("--work", default="runs/reader-loop", help="every round's readers, beams and verifier (resumable)")
+    il.add_argument("--ship", default=None, help="copy the best round's verifier (and reader) here, e.g. "
+                    "shared/mycelium/data/students")
+    il.add_argument("--rounds", type=int, default=2, help="rounds after round 0 at most")
+    il.add_argument("--min-gain", type=float, default=0.005, help="stop when the verifier's val top-1 gains less")
+    il.add_argument("--beam", type=int, default=10, help="beam width")
+    il.add_argument("--fold-epochs", type=int, default=6, help="round 0's fold readers (from scratch)")
+    il.add_argument("--epochs", type=int, default=2, help="each later round's readers (from the round before)")
+    il.add_argument("--verifier-epochs", type=int, default=6)
+    il.add_argument("--val-share", type=float, default=0.1)
+    il.add_argument("--feature-cache", default="runs/.features")
+    il.add_argument("--backbone", default="embedded")
+    il.add_argument("--store", default=None, help="where run:NAME is (runs/ by default)")
+    il.add_argument("--no-progress", action="store_true")
+    il.set_defaults(func=solving.improve_reader)
+    tv = _on_run(sub, "train-verifier", solving.train_verifier, "an improvement round's verifier from the reader's "
+                 "beams in the store (the AWS training job runs it)")
+    tv.add_argument("--round", type=int, default=0)
+    tv.add_argument("--out", required=True, help="the verifier goes to OUT/verifier")
+    tv.add_argument("--no-progress", action="store_true")
     sol = sub.add_parser("solve", help="answer problems with the trained students and sympy (no chain of thought)")
     sol.add_argument("text", nargs="?", help="one problem's text")
     sol.add_argument("--data", help="JSONL of problems (GSM8K, MATH or {question}); only the question is read")
@@ -202,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     sol.add_argument("--models", default=str(SHIPPED), help="a reader (`make students`) or the directory "
                      "`mycelium train` wrote (default: the shipped students)")
     sol.add_argument("--beam", type=int, default=10, help="the reader's beam width")
+    sol.add_argument("--choice", default="auto", choices=["auto", "verifier", "weighted", "beam"],
+                     help="with a verifier beside the reader: its best candidate, the beam's mass weighted by its "
+                     "scores, the beam's first; auto: of the first two, the better on val (the verifier's metrics)")
+    sol.add_argument("--no-verifier", action="store_true", help="the reader alone, even with a verifier beside it")
     sol.add_argument("--backbone", default="embedded")
     sol.add_argument("--json", action="store_true", help="one JSON object per problem")
     sol.add_argument("--theta", type=float, default=0.9, help="decisions below this confidence branch")
@@ -231,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--drop-overlap", action="store_true",
                     help="drop problems found in the training data instead of stopping")
     ev.add_argument("--beam", type=int, default=10, help="the reader's beam width")
+    ev.add_argument("--choice", default="auto", choices=["auto", "verifier", "weighted", "beam"],
+                     help="with a verifier beside the reader: its best candidate, the beam's mass weighted by its "
+                     "scores, the beam's first; auto: of the first two, the better on val (the verifier's metrics)")
+    ev.add_argument("--no-verifier", action="store_true", help="the reader alone, even with a verifier beside it")
     ev.add_argument("--backbone", default="embedded")
     ev.add_argument("--theta", type=float, default=0.9)
     ev.add_argument("--budget", type=int, default=400)

@@ -267,6 +267,7 @@ class ImproveConfig(StageConfig):
     training options every round uses (round 0 included, so rounds differ only in their data)."""
 
     _runtime_only = frozenset({"progress", "device"})
+    _hashed_when_set = frozenset({"verifier", "reader", "beam", "verifier_epochs"})
 
     rounds: int = Field(3, ge=0, le=100, description="improvement rounds at most (0: train and measure round 0)")
     min_gain: float = Field(0.01, ge=0, lt=1, description="stop when val accuracy gains less than this")
@@ -291,6 +292,12 @@ class ImproveConfig(StageConfig):
     adapter_layers: int = Field(2, ge=0)
     device: str = "auto"
     progress: bool = True
+    verifier: bool = Field(False, description="each round, the reader's beams (the solve map) teach a verifier (the "
+                                              "train job): stages/verifier_round.py")
+    reader: str | None = Field(None, description="the reader whose beams teach it: a saved reader's directory "
+                                                 "(default: the shipped one)")
+    beam: int = Field(10, ge=1, description="the reader's beam width")
+    verifier_epochs: int = Field(6, ge=1)
 
 
 class MergeConfig(StageConfig):

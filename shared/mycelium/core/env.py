@@ -15,6 +15,8 @@ S3_ENDPOINT = "MYCELIUM_S3_ENDPOINT"
 CAPTURE_MODE = "MYCELIUM_CAPTURE_MODE"
 #: The training job's improvement round (the state machine sets it): the loop's options, round k's data and models.
 TRAIN_ROUND = "MYCELIUM_ROUND"
+#: What the training job trains: unset, the round's students; "verifier", the round's verifier from its beams.
+TRAIN_WHAT = "MYCELIUM_TRAIN"
 #: Set by AWS Batch in each element of an array job.
 BATCH_ARRAY_INDEX = "AWS_BATCH_JOB_ARRAY_INDEX"
 

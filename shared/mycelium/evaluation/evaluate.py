@@ -149,6 +149,11 @@ def evaluate(models: Path, data: Path, out: Path, teacher, solver_options=None, 
     if any("beam" in s.trace for s in solutions):  # the verifier's ceiling: a right value anywhere in the beam
         metrics["solver"]["pass_at_beam"] = _rate([any(exact_equal(p.answer, b["value"]) for b in s.trace.get("beam", []))
                                                    for p, s in zip(problems, solutions)])
+    if any("choice" in s.trace for s in solutions):  # every rule's pick from the same beams, graded as the answer is
+        pick = lambda s, how: s.trace["beam"][s.trace["choice"][how]]["value"] if "choice" in s.trace else None  # noqa: E731
+        metrics["solver"]["by_choice"] = {how: _rate([g.correct for g in grade_many(
+            [(p.answer, pick(s, how)) for p, s in zip(problems, solutions)])]) for how in ("beam", "verifier", "weighted")}
+        metrics["solver"]["verifier"] = {"path": str(solver.verifier_path), "choice": solver.choice}
     if cot:
         metrics["baselines"]["same backbone, chain of thought"] = _cot_metrics(cot, cot_grades, solutions, grades)
     categories: list[str | None] = [None] * len(problems)
@@ -177,7 +182,10 @@ def make_solver(models: Path, teacher, solver_options=None):
 
     reader = reader_dir(models)
     if reader is not None:
-        return ReaderSolver(reader, teacher, ReaderOptions(width=getattr(solver_options, "beam", 10)))
+        o = solver_options
+        return ReaderSolver(reader, teacher, ReaderOptions(width=getattr(o, "beam", 10),
+                                                           choice=getattr(o, "choice", "auto")),
+                            verifier=getattr(o, "verifier", True))
     return Solver(models, teacher, solver_options)
 
 
@@ -190,7 +198,8 @@ def _resume_key(models: Path, solver_options, opts: EvalOptions) -> str:
     import hashlib
 
     weights = sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in
-                     [*Path(models).glob("*/model.safetensors"), *Path(models).glob("model.safetensors")])
+                     [*Path(models).glob("*/model.safetensors"), *Path(models).glob("model.safetensors"),
+                      *Path(models).parent.glob("verifier/model.safetensors")])
     text = json.dumps([str(Path(models).resolve()), weights, vars(solver_options), opts.labels_run], default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -42,9 +42,14 @@ def table(root: Path) -> str:
     c = json.loads((root / COST).read_text())
     gc, hc = (m["baselines"].get("same backbone, chain of thought") for m in (g, h))
     last = lambda m: m["baselines"]["last number in the problem"]["accuracy"]  # noqa: E731
+    choice = lambda m, how: _pct(m["solver"]["by_choice"][how]) if "by_choice" in m["solver"] else "not run"  # noqa: E731
+    verified = "by_choice" in g["solver"]
     rows = [
-        ("**the reader + exact arithmetic (no chain of thought)**", f"**{_pct(g['solver']['accuracy'])}**",
-         f"**{_pct(h['solver']['accuracy'])}**"),
+        (f"**the reader{' + verifier' if verified else ''} + exact arithmetic (no chain of thought)**",
+         f"**{_pct(g['solver']['accuracy'])}**", f"**{_pct(h['solver']['accuracy'])}**"),
+    ] + ([("the reader alone: its beam's first program (same beams)", choice(g, "beam"), choice(h, "beam")),
+          ("the beam's mass weighted by the verifier (same beams)", choice(g, "weighted"), choice(h, "weighted"))]
+         if verified else []) + [
         ("a right value anywhere in its beam (pass@beam, the verifier's ceiling)", _pct(g["solver"]["pass_at_beam"]),
          _pct(h["solver"]["pass_at_beam"])),
         ("the last number in the problem (same run)", _pct(last(g)), _pct(last(h))),

@@ -275,6 +275,23 @@ def from_program(program) -> StepProgram:
     return canonical(StepProgram(prune(steps, sink[1]), values[sink[1]]), program.question)
 
 
+def from_slots(steps, values: list[Fraction], text: str) -> StepProgram:
+    """Steps as (op index, i, j) over slots (``values``: the problem's candidates, then each result in turn), as
+    a program in canonical order: what a beam's candidate becomes when it joins the reader's training."""
+    C = len(values)
+    ref = lambda x: ("value", values[x]) if x < C else ("result", x - C)  # noqa: E731
+    out = [Step(OPS[op], ref(i), ref(j)) for op, i, j in steps]
+    if not out:
+        raise NotAProgram("the answer is not computed", "no steps")
+    results = StepProgram(out, Fraction(0)).values()
+    return canonical(StepProgram(prune(out, len(out) - 1), results[-1]), text)
+
+
+def key(prog: StepProgram) -> tuple:
+    """Equal for equivalent programs (the same steps in canonical order over the same values)."""
+    return tuple((s.op, s.a, s.b) for s in prog.steps)
+
+
 def canonical(prog: StepProgram, text: str) -> StepProgram:
     """The same program in canonical order: repeatedly the ready step whose problem numbers are written first
     (values no mention holds, and results, count as after the text), ties in the original order; a commutative

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import time
+
+import torch
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from .solve import Question, Solution
 class ReaderOptions:
     width: int = 10  # beam width
     vote: bool = False  # True: the value with the most pooled probability; False: the most probable program
+    choice: str = "auto"  # with a verifier: "verifier" (its best), "weighted" (mass × its probability), "beam";
+    # "auto": of "verifier" and "weighted", the one with the better val top-1 in the verifier's metrics
 
 
 def reader_dir(models: Path) -> Path | None:
@@ -32,13 +36,42 @@ def reader_dir(models: Path) -> Path | None:
     return None
 
 
+def verifier_dir(reader: Path) -> Path | None:
+    """The verifier beside a reader (``<reader>/../verifier``: the shipped students' and the loop's layout)."""
+    d = Path(reader).parent / "verifier"
+    if (d / "model.safetensors").is_file() and '"facts"' in ((d / "config.json").read_text()
+                                                             if (d / "config.json").is_file() else ""):
+        return d
+    return None
+
+
+def _pick(enc, have: list[int], want: list[int]):
+    """``enc`` (features of layers ``have``) with the layers ``want`` alone, in that order."""
+    from ..students.encode import Encoded
+
+    return enc if list(have) == list(want) else Encoded(enc.ids, enc.offsets,
+                                                        enc.features[:, [have.index(i) for i in want]])
+
+
 class ReaderSolver:
-    def __init__(self, path: Path, teacher, options: ReaderOptions | None = None):
+    def __init__(self, path: Path, teacher, options: ReaderOptions | None = None, verifier: Path | None | bool = True):
+        """``verifier``: True, the one beside the reader (if any); a path; or None/False, none."""
+        from ..students.encode import backbone_id
         from ..students.reader_train import load
+        from ..students.verifier_train import load as load_verifier
 
         self.teacher, self.options = teacher, options or ReaderOptions()
         self.model = load(path, teacher)
         self.cfg = self.model.cfg
+        where = verifier_dir(path) if verifier is True else (verifier or None)
+        self.verifier = load_verifier(where, backbone_id(teacher)) if where else None
+        self.verifier_path = where
+        self.choice = self.options.choice
+        if self.choice == "auto":  # chosen on val, never on what is evaluated
+            import json
+
+            val = json.loads((Path(where) / "metrics.json").read_text())["val"] if where else {}
+            self.choice = "weighted" if val.get("top1_weighted", 0) > val.get("top1_verifier", 0) else "verifier"
 
     def solve(self, question: Question) -> Solution:
         if not isinstance(question, Question):
@@ -48,7 +81,10 @@ class ReaderSolver:
 
         t0 = time.perf_counter()
         text = question.text
-        enc = frozen_features(self.teacher, [text], 0, progress=False, layers=tuple(self.cfg.stored_layers()))[text]
+        stored = self.cfg.stored_layers()
+        layers = sorted(set(stored) | set(self.verifier.cfg.layers if self.verifier else ()))
+        both = frozen_features(self.teacher, [text], 0, progress=False, layers=tuple(layers))[text]
+        enc = _pick(both, layers, stored)
         item = make_item(text, enc, self.cfg)
         done = lambda **kw: Solution(id=question.id, ms=(time.perf_counter() - t0) * 1000, **kw)  # noqa: E731
         trace = {"mentions": sum(1 for c in item.cand if c.mention is not None and c.reading == 0),
@@ -63,11 +99,32 @@ class ReaderSolver:
         if not result.finished:
             return done(answer=None, abstained=True, reason="no program in the beam computes an answer of format "
                         f"{result.fmt}", confidence=0.0, trace=trace)
-        best = max(result.finished, key=lambda f: f.mass) if self.options.vote else result.finished[0]
-        return done(answer=as_text(best.value), abstained=False, reason=None,
-                    confidence=best.mass if self.options.vote else math.exp(best.logp),
+        finished = result.finished[:self.options.width]
+        if self.verifier is not None:
+            best, confidence = self._verified(text, _pick(both, layers, self.verifier.cfg.layers), finished, trace)
+        else:
+            best = max(finished, key=lambda f: f.mass) if self.options.vote else finished[0]
+            confidence = best.mass if self.options.vote else math.exp(best.logp)
+        return done(answer=as_text(best.value), abstained=False, reason=None, confidence=confidence,
                     program=self._nodes(best, item, text), nodes_expanded=result.rounds,
                     programs_tried=len(result.finished), trace=trace)
+
+    def _verified(self, text: str, enc, finished: list, trace: dict):
+        """The verifier's scores of the beam (into the trace, with every choice rule's pick) and the chosen one."""
+        from ..students.verifier import collate as vcollate, make_item as vitem
+        from ..students.verifier_train import choose
+        from .beams import beam_record
+
+        beam = beam_record(finished, None)
+        item = vitem(text, enc, beam, self.cfg.constants, self.cfg.readings)
+        with torch.no_grad():
+            scores = self.verifier(vcollate([item], self.verifier.cfg)).tolist()
+        for entry, s in zip(trace["beam"], scores):
+            entry["verifier"] = round(s, 4)
+        picks = {how: choose(beam, scores, how) for how in ("beam", "verifier", "weighted")}
+        trace["choice"] = picks | {"by": self.choice}
+        k = picks[self.choice]
+        return finished[k], 1 / (1 + math.exp(-scores[k]))
 
     def _nodes(self, f, item, text: str) -> list[dict]:
         """The program as the trace shows it: each step's canonical form, operands and value."""

@@ -45,6 +45,8 @@ class SolverOptions:
     flat: float = 0.2  # C2: abstain when no template is at least this probable
     timeout_s: float = 5.0
     beam: int = 10  # the reader's beam width (a models directory with a reader)
+    choice: str = "auto"  # the reader's pick with a verifier beside it: verifier, weighted, beam or auto (val's)
+    verifier: bool = True  # False: the reader alone, even with a verifier beside it
 
 
 @dataclass

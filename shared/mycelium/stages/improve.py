@@ -362,6 +362,16 @@ class Loop:
                 self.merge(k)
             t3 = time.perf_counter()
             self.train(k)
+            if self.cfg.verifier:  # the reader's beams of the round's problems teach the round's verifier
+                from .verifier_round import beams_part, train_verifier
+
+                for split in ("train", "val"):
+                    for i in self.parts(split):
+                        beams_part(self, k, split, i)
+                if not (self.models(k) / "verifier" / "model.safetensors").is_file():
+                    train_verifier(self, k, self.models(k) / "verifier")
+                for f in sorted((self.models(k) / "verifier").iterdir()):
+                    self.store.put(self.keys.model("verifier", f.name, k), f.read_bytes())
             t4 = time.perf_counter()
             for i in self.parts("val"):
                 self.solve_part(k, i)

@@ -40,6 +40,11 @@ def row(loop, k: int) -> dict:
     out["examples_by_source"] = examples_by_source(loop, k)
     still = len(loop.unsolved(k, k))
     out |= {"problems_with_program": n - still, "still_failing": round(still / n, 4)}
+    from .verifier_round import row as verifier_row
+
+    verifier = verifier_row(loop, k)
+    if verifier:
+        out["verifier"] = verifier
     timings = keys("rounds", f"r{k}", "timings.json")
     if store.exists(timings):
         out["seconds"] = store.get_json(timings)
@@ -126,4 +131,14 @@ def table(report: dict) -> str:
         lines.append(f"| {r['round']} | {acc} | {'' if gain is None else format(gain, '+.3f')} | {base} | "
                      f"{ex.get('teacher', 0)} / {ex.get('augmented', 0)} / {ex.get('mop-up', 0)} / "
                      f"{ex.get('student', 0)} | {students} | {calls} | {100 * r['still_failing']:.1f} % |")
+    verified = [r for r in report["rounds"] if r.get("verifier")]
+    if verified:
+        lines += ["", "The reader's beams on val, each round's verifier (trained on the train beams):", "",
+                  "| round | val beams | pass@beam | reader (beam order) | reader + verifier | weighted vote | AUC |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in verified:
+            v = r["verifier"]
+            lines.append(f"| {r['round']} | {v['n']} | {v['pass_at_beam']:.3f} | {v['top1_beam']:.3f} | "
+                         f"{v['top1_verifier']:.3f} | {v['top1_weighted']:.3f} | "
+                         f"{'' if v['auc'] is None else format(v['auc'], '.3f')} |")
     return "\n".join(lines) + "\n"

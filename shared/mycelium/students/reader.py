@@ -111,6 +111,7 @@ class ReaderItem:
     targets: list[list[tuple[int, int, int]]] = field(default_factory=list)  # per step: (op, i, j) that count
     chosen: list[tuple[int, int, int]] = field(default_factory=list)  # per step: the one fed back
     fmt: int = -100
+    group: str | None = None  # items of one group are one set target: equivalent programs of one problem
 
 
 def make_item(question: str, enc: Encoded, cfg: ReaderConfig, program: StepProgram | None = None,
@@ -175,6 +176,10 @@ def collate(items: list[ReaderItem], cfg: ReaderConfig) -> dict:
             valid[b, c] = True
     batch = {"features": feats, "mask": mask, "pool": pool, "kind": kind, "numeric": num, "valid": valid,
              "n_cand": C, "format": torch.tensor([it.fmt for it in items])}
+    names = [it.group if it.group is not None else f"#{b}" for b, it in enumerate(items)]
+    if len(set(names)) < B:
+        index = {g: n for n, g in enumerate(dict.fromkeys(names))}
+        batch["group"] = torch.tensor([index[g] for g in names])
     if any(it.targets for it in items):
         S = C + K
         target = torch.zeros(B, K + 1, S, S, len(OPS), dtype=torch.bool)
@@ -235,13 +240,17 @@ class Reader(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     # ---- reading the problem ----------------------------------------------------------------------------
-    def start(self, batch: dict) -> dict:
-        """The decoder's state before step 0: candidate vectors [B, C + K, H], which slots exist, the state."""
+    def read(self, batch: dict) -> torch.Tensor:
+        """The reader's reading of each token [B, T, H] (what the verifier reads too)."""
         x = self.features(batch)  # [B, T, L, d]
         x = (x * torch.softmax(self.mix, 0).view(1, 1, -1, 1)).sum(2)
         T = x.shape[1]
         h = self.proj(self.norm(x)) + self.pos(torch.arange(T, device=x.device).clamp(max=self.cfg.max_tokens - 1))
-        h = self.adapter(self.drop(h), src_key_padding_mask=~batch["mask"])  # [B, T, H]
+        return self.adapter(self.drop(h), src_key_padding_mask=~batch["mask"])
+
+    def start(self, batch: dict) -> dict:
+        """The decoder's state before step 0: candidate vectors [B, C + K, H], which slots exist, the state."""
+        h = self.read(batch)  # [B, T, H]
         m = batch["mask"].unsqueeze(-1).float()
         q = (h * m).sum(1) / m.sum(1).clamp(min=1)  # [B, H]
         cand = batch["pool"] @ h + self.kind(batch["kind"]) + self.numeric(batch["numeric"])  # [B, C, H]
@@ -310,9 +319,12 @@ class Reader(nn.Module):
     # ---- training ---------------------------------------------------------------------------------------
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         """−log of the targets' summed probability per step (STOP included), averaged over live steps; plus the
-        format head's cross-entropy. Teacher-forced: the chosen step is fed back."""
+        format head's cross-entropy. Teacher-forced: the chosen step is fed back. Rows of one ``group`` (the
+        equivalent right programs of one problem) are one set target: −log of their summed probability (the
+        marginal likelihood), over their mean number of steps."""
         ctx = self.start(batch)
-        K, total, count = self.cfg.max_steps, 0.0, 0
+        K = self.cfg.max_steps
+        row = ctx["q"].new_zeros(ctx["q"].shape[0])  # each program's −log-probability
         for k in range(K + 1):
             live = batch["live"][:, k]
             if not live.any():
@@ -322,12 +334,22 @@ class Reader(nn.Module):
             hit = torch.cat([logp.masked_fill(~tgt, float("-inf")).flatten(1),
                              stop.masked_fill(~batch["stop"][:, k], float("-inf"))[:, None]], 1)
             nll = -torch.logsumexp(hit, 1)
-            total = total + nll[live].sum()
-            count += int(live.sum())
+            row = row + torch.where(live, nll, torch.zeros_like(nll))
             if k < K:
                 ch = batch["chosen"][:, k]
                 ctx = self.advance(ctx, ch[:, 0], ch[:, 1], ch[:, 2], go=live & ~batch["stop"][:, k])
-        loss = total / max(1, count)
+        steps = batch["live"].sum(1).float()
+        if "group" in batch:
+            g = batch["group"]
+            G = int(g.max()) + 1
+            lp = row.new_full((G, len(row)), float("-inf"))
+            lp[g, torch.arange(len(row))] = -row
+            total = -torch.logsumexp(lp, 1).sum()
+            count = float((torch.zeros(G).index_add(0, g, steps) / torch.zeros(G).index_add(0, g, torch.ones_like(
+                steps))).sum())
+        else:
+            total, count = row.sum(), float(steps.sum())
+        loss = total / max(1.0, count)
         fmt = nn.functional.cross_entropy(self.format(ctx["q"]), batch["format"], ignore_index=-100) \
             if (batch["format"] != -100).any() else loss * 0
-        return loss + 0.2 * fmt, {"steps": count}
+        return loss + 0.2 * fmt, {"steps": int(steps.sum())}

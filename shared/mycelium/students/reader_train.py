@@ -28,6 +28,7 @@ from ..programs.steps import OPS, StepProgram, as_text, run_slots
 from ..students.data import FORMATS
 from .encode import Encoded
 from .reader import MAX_READINGS, Reader, ReaderConfig, ReaderItem, collate, make_item
+from .reader_data import Labelled, annotation_programs, run_programs  # noqa: F401 - the programs' sources
 
 DEPTHS = (0.2, 0.4, 8 / 15, 2 / 3, 0.8, 1.0)  # of the backbone's depth: layers 6, 12, 16, 20, 24, 30 of 30
 
@@ -35,15 +36,6 @@ DEPTHS = (0.2, 0.4, 8 / 15, 2 / 3, 0.8, 1.0)  # of the backbone's depth: layers 
 def default_layers(n_layers: int) -> list[int]:
     """The layers whose mix the reader learns, by default: six depths from a fifth of the way to the last."""
     return sorted({max(1, round(n_layers * f)) for f in DEPTHS})
-
-
-@dataclass
-class Labelled:
-    id: str
-    question: str
-    answer: str
-    program: StepProgram
-    split: str
 
 
 @dataclass
@@ -79,17 +71,22 @@ def fit_constants(programs: list[Labelled], min_count: int) -> list[str]:
 def items_for(programs: list[Labelled], encoded: dict, cfg: ReaderConfig, sets: bool = True
               ) -> tuple[list[ReaderItem], list[Labelled], Counter]:
     """The programs the reader can express (every operand held by a candidate) as items, those programs (one
-    per item), and why the rest are not expressible."""
+    per item), and why the rest are not expressible. A problem with ``alternatives`` (the loop's other right
+    programs) is one item per expressible program, grouped: one set target."""
     items, kept, dropped = [], [], Counter()
     for p in programs:
-        if len(p.program.steps) > cfg.max_steps:
-            dropped["more steps than max_steps"] += 1
-            continue
-        try:
-            items.append(make_item(p.question, encoded[p.question], cfg, p.program, answer_format(p.answer), sets))
+        for prog in [p.program] + p.alternatives:
+            if len(prog.steps) > cfg.max_steps:
+                dropped["more steps than max_steps"] += 1
+                continue
+            try:
+                item = make_item(p.question, encoded[p.question], cfg, prog, answer_format(p.answer), sets)
+            except ValueError:
+                dropped["an operand no candidate holds"] += 1
+                continue
+            item.group = p.id if p.alternatives else None
+            items.append(item)
             kept.append(p)
-        except ValueError:
-            dropped["an operand no candidate holds"] += 1
     return items, kept, dropped
 
 
@@ -123,9 +120,19 @@ def augmented(programs: list[Labelled], k: int, seed: int = 0) -> list[Labelled]
 
 
 def _batches(items: list, size: int, rng: random.Random) -> list[list]:
-    """Batches of similar length (less padding), in random order."""
-    order = sorted(range(len(items)), key=lambda i: (len(items[i].features), rng.random()))
-    batches = [[items[i] for i in order[k:k + size]] for k in range(0, len(order), size)]
+    """Batches of similar length (less padding), in random order; a group's items (one set target) stay in one
+    batch."""
+    draw = {}
+    for it in items:
+        draw.setdefault(it.group if it.group is not None else id(it), rng.random())
+    order = sorted(items, key=lambda it: (len(it.features), draw[it.group if it.group is not None else id(it)]))
+    batches, cur = [], []
+    for k, it in enumerate(order):
+        cur.append(it)
+        last = k + 1 == len(order)
+        if last or (len(cur) >= size and (it.group is None or order[k + 1].group != it.group)):
+            batches.append(cur)
+            cur = []
     rng.shuffle(batches)
     return batches
 
@@ -214,10 +221,11 @@ def _slot_step(s, width: int, n_cand: int):
 
 
 def train(labelled: list[Labelled], teacher, out: Path, opts: TrainOptions, cache: Path | None = None,
-          provenance: dict | None = None, work: Path | None = None) -> dict:
+          provenance: dict | None = None, work: Path | None = None, start: Path | None = None) -> dict:
     """Train (or resume) a reader on the train split of ``labelled``; save the best epoch's weights in ``out``.
     The resumable state (``checkpoint.pt``, ``best.pt``) is kept in ``work`` (default: ``out``), so a shipped
-    ``out`` holds only the weights, config, provenance and metrics."""
+    ``out`` holds only the weights, config, provenance and metrics. ``start``: a saved reader to go on from (its
+    config and constants; the loop's rounds), instead of new weights."""
     from tqdm import tqdm
 
     from .encode import backbone_id
@@ -237,13 +245,13 @@ def train(labelled: list[Labelled], teacher, out: Path, opts: TrainOptions, cach
                        constants=constants, formats=list(FORMATS),
                        hidden=opts.hidden, train_layers=opts.train_layers,
                        depth=teacher.config.num_hidden_layers, lora_rank=opts.lora_rank,
-                       readings=opts.readings)
+                       readings=opts.readings) if start is None else load(start, teacher).cfg
     texts = [p.question for p in train_p + val_p]
     encoded = features_for(teacher, cfg, texts, cache, opts.progress)
     train_items, _, dropped = items_for(train_p, encoded, cfg, opts.sets)
     val_items, val_kept, _ = items_for(val_p, encoded, cfg)
     val_answers = [p.answer for p in val_kept]
-    model = Reader(cfg, teacher.model)
+    model = Reader(cfg, teacher.model) if start is None else load(start, teacher).train()
     top = [p for n, p in model.named_parameters() if n.startswith("top") and p.requires_grad]
     rest = [p for n, p in model.named_parameters() if not n.startswith("top")]
     groups = [{"params": rest, "lr": opts.lr}] + ([{"params": top, "lr": opts.top_lr}] if top else [])
@@ -342,49 +350,3 @@ def load(path: Path, teacher) -> Reader:
         {k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()}, strict=False)
     check_loaded(model, missing, unexpected, path)
     return model.eval()
-
-
-def annotation_programs(path: Path, val_share: float = 0.1, order: str = "canonical"
-                        ) -> tuple[list[Labelled], Counter]:
-    """GSM8K rows with their annotations as step programs (string-matched), and why the others have none."""
-    from ..programs.steps import NotAProgram, from_annotations
-    from ..records.datasets import BadRowError, read_dataset
-    from ..records.datasets import split_of
-
-    out, reasons = [], Counter()
-    for row in read_dataset(path, "gsm8k"):
-        if isinstance(row, BadRowError):
-            reasons["bad row"] += 1
-            continue
-        try:
-            prog = from_annotations(row.question, row.solution or "", row.answer, order)
-        except NotAProgram as e:
-            reasons[e.reason] += 1
-            continue
-        out.append(Labelled(row.id, row.question, row.answer, prog, split_of(row.id, val_share)))
-    return out, reasons
-
-
-def run_programs(store, run: str, val_share: float = 0.1) -> tuple[list[Labelled], Counter]:
-    """A labelled run's teacher programs as step programs (with the values the teacher read), their augmented
-    variants in train only; and why the others have none."""
-    from ..programs.steps import NotAProgram, from_program
-    from ..records.programs import LabelRecord
-    from ..records.datasets import split_of
-
-    out, reasons = [], Counter()
-    keys = store.list(f"{run}/labels/")
-    if not keys:
-        raise ConfigError(f"run {run}: no labels (run `mycelium label --run {run}`)")
-    for key in keys:
-        rec = LabelRecord.model_validate_json(store.get(key))
-        if not rec.kept:
-            reasons[rec.reason or "not kept"] += 1
-            continue
-        split = split_of(rec.problem_id, val_share)
-        for prog in [rec.program] + (rec.variants if split == "train" else []):
-            try:
-                out.append(Labelled(prog.problem_id, prog.question, prog.answer, from_program(prog), split))
-            except NotAProgram as e:
-                reasons[e.reason] += 1
-    return out, reasons
