@@ -12,12 +12,11 @@ import pytest
 import torch
 
 from mycelium.programs.steps import OPS, Step, StepProgram, canonical, from_slots, key
-from mycelium.solver.beams import pass_at_beam
 from mycelium.students.encode import Encoded
 from mycelium.students.reader import candidates
 from mycelium.students.reader_data import Labelled
 from mycelium.students.verifier import FACTS, Verifier, VerifierConfig, collate, make_item
-from mycelium.students.verifier_train import auc, choose, ranking_metrics, score
+from mycelium.students.verifier_train import auc, choose, pass_at_beam, ranking_metrics, score
 
 
 def _encode(text: str, d: int = 16) -> Encoded:

@@ -13,13 +13,11 @@ and the loop's readers of these files take ``split == "train"`` lines alone.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-from ..core.errors import ConfigError
+from ..students.saved import files_digest
 
 
 @dataclass
@@ -32,13 +30,7 @@ class BeamProblem:
 
 def reader_digest(path: Path) -> str:
     """12 hex digits naming a saved reader (or verifier) by content: its config and weights."""
-    h = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        p = Path(path) / name
-        if not p.is_file():
-            raise ConfigError(f"{p}: missing (no saved student in {path})")
-        h.update(f"{name}\t{hashlib.sha256(p.read_bytes()).hexdigest()}\n".encode())
-    return h.hexdigest()[:12]
+    return files_digest(Path(path), ["config.json", "model.safetensors"], "no saved student")
 
 
 def beam_record(finished: list, answer: str | None) -> list[dict]:
@@ -58,7 +50,7 @@ def read_beams(path: Path, split: str | None = None) -> dict[str, dict]:
     out = {}
     if not Path(path).is_file():
         return out
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for line in Path(path).read_text().splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
@@ -107,10 +99,3 @@ def write_beams(reader_path: Path, teacher, problems: list[BeamProblem], out: Pa
     return path
 
 
-def pass_at_beam(records: list[dict]) -> float:
-    """The share of problems whose beam holds a correct candidate anywhere (the verifier's ceiling)."""
-    return sum(any(c["correct"] for c in r["candidates"]) for r in records) / max(1, len(records))
-
-
-def values_of(record: dict) -> list[Fraction]:
-    return [Fraction(c["value"]) for c in record["candidates"]]

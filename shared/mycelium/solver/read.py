@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 import time
-
-import torch
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from ..programs.steps import OPS, as_text
 from .beam import beam_search
@@ -43,14 +43,6 @@ def verifier_dir(reader: Path) -> Path | None:
                                                              if (d / "config.json").is_file() else ""):
         return d
     return None
-
-
-def _pick(enc, have: list[int], want: list[int]):
-    """``enc`` (features of layers ``have``) with the layers ``want`` alone, in that order."""
-    from ..students.encode import Encoded
-
-    return enc if list(have) == list(want) else Encoded(enc.ids, enc.offsets,
-                                                        enc.features[:, [have.index(i) for i in want]])
 
 
 class ReaderSolver:
@@ -84,7 +76,7 @@ class ReaderSolver:
         stored = self.cfg.stored_layers()
         layers = sorted(set(stored) | set(self.verifier.cfg.layers if self.verifier else ()))
         both = frozen_features(self.teacher, [text], 0, progress=False, layers=tuple(layers))[text]
-        enc = _pick(both, layers, stored)
+        enc = both.layers(layers, stored)
         item = make_item(text, enc, self.cfg)
         done = lambda **kw: Solution(id=question.id, ms=(time.perf_counter() - t0) * 1000, **kw)  # noqa: E731
         trace = {"mentions": sum(1 for c in item.cand if c.mention is not None and c.reading == 0),
@@ -101,7 +93,7 @@ class ReaderSolver:
                         f"{result.fmt}", confidence=0.0, trace=trace)
         finished = result.finished[:self.options.width]
         if self.verifier is not None:
-            best, confidence = self._verified(text, _pick(both, layers, self.verifier.cfg.layers), finished, trace)
+            best, confidence = self._verified(text, both.layers(layers, self.verifier.cfg.layers), finished, trace)
         else:
             best = max(finished, key=lambda f: f.mass) if self.options.vote else finished[0]
             confidence = best.mass if self.options.vote else math.exp(best.logp)

@@ -33,7 +33,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from ..programs.steps import NotAProgram, as_text, from_slots, key
-from ..solver.beams import BeamProblem, pass_at_beam, read_beams, reader_digest, write_beams
+from ..solver.beams import BeamProblem, read_beams, reader_digest, write_beams
+from ..students.verifier_train import pass_at_beam
 
 FOLDS = 2
 
@@ -120,11 +121,11 @@ class ReaderLoop:
         from ..students.reader_train import TrainOptions, train
 
         d, progress = self.dir(k), self.cfg.progress
+        sets = self.sets(k - 1) if k > 0 else {}
         if k == 0:
             if not (d / "reader" / "model.safetensors").is_file():
                 shutil.copytree(self.start, d / "reader", dirs_exist_ok=True)
         else:
-            sets = self.sets(k - 1)
             data = self._data(self.labelled.values(), sets)
             if not (d / "reader" / "model.safetensors").is_file():
                 train(data, self.teacher, d / "reader", TrainOptions(epochs=self.cfg.epochs, lr=self.cfg.lr,
@@ -142,7 +143,6 @@ class ReaderLoop:
                                                             progress=progress),
                       self.cache, {"round": 0, "fold": j}, d / f"work-fold{j}")
             else:
-                sets = self.sets(k - 1)
                 train(self._data(mine, sets), self.teacher, out,
                       TrainOptions(epochs=self.cfg.epochs, lr=self.cfg.lr, progress=progress), self.cache,
                       {"round": k, "fold": j, "from": str(self.dir(k - 1) / f"fold{j}")}, d / f"work-fold{j}",

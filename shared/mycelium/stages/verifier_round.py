@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 
 from ..core.errors import RunNotFoundError
-from ..solver.beams import BeamProblem, pass_at_beam, reader_digest, write_beams
+from ..solver.beams import BeamProblem, reader_digest, write_beams
+from ..students.verifier_train import pass_at_beam
 
 SHIPPED_READER = Path(__file__).resolve().parents[1] / "data" / "students" / "reader"
 _MODELS: dict[str, object] = {}  # reader digest -> the loaded reader (a warm Lambda keeps it)

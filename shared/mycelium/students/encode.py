@@ -31,6 +31,13 @@ class Encoded:
     offsets: np.ndarray  # [T, 2]
     features: np.ndarray  # [T, d]
 
+    def layers(self, have, want) -> "Encoded":
+        """Stacked features of hidden states ``have`` ([T, len(have), d]) cut to ``want``, in that order."""
+        if list(have) == list(want):
+            return self
+        return Encoded(self.ids, self.offsets, np.ascontiguousarray(self.features[:, [list(have).index(i)
+                                                                                       for i in want]]))
+
 
 def backbone_id(teacher) -> str:
     """What a saved student's weights depend on: the backbone's name, shape and vocabulary."""

@@ -345,8 +345,7 @@ class Reader(nn.Module):
             lp = row.new_full((G, len(row)), float("-inf"))
             lp[g, torch.arange(len(row))] = -row
             total = -torch.logsumexp(lp, 1).sum()
-            count = float((torch.zeros(G).index_add(0, g, steps) / torch.zeros(G).index_add(0, g, torch.ones_like(
-                steps))).sum())
+            count = float((torch.bincount(g, weights=steps, minlength=G) / torch.bincount(g, minlength=G)).sum())
         else:
             total, count = row.sum(), float(steps.sum())
         loss = total / max(1.0, count)

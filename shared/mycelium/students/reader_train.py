@@ -101,8 +101,7 @@ def features_for(teacher, cfg: ReaderConfig, texts: list[str], cache: Path | Non
     stored = defaults if set(need) <= set(defaults) else need
     encoded = frozen_features(teacher, texts, 0, progress=progress, cache=cache, layers=stored)
     if stored != need:
-        pick = [stored.index(i) for i in need]
-        encoded = {t: Encoded(e.ids, e.offsets, e.features[:, pick]) for t, e in encoded.items()}
+        encoded = {t: e.layers(stored, need) for t, e in encoded.items()}
     return encoded
 
 
@@ -240,18 +239,19 @@ def train(labelled: list[Labelled], teacher, out: Path, opts: TrainOptions, cach
     if not train_p or not val_p:
         raise ConfigError(f"reader: {len(train_p)} train and {len(val_p)} val programs; both splits are needed")
     defaults = default_layers(teacher.config.num_hidden_layers)
+    begun = load(start, teacher).train() if start is not None else None
     cfg = ReaderConfig(backbone=backbone_id(teacher), d_in=teacher.config.hidden_size,
                        layers=list(opts.layers or defaults),
                        constants=constants, formats=list(FORMATS),
                        hidden=opts.hidden, train_layers=opts.train_layers,
                        depth=teacher.config.num_hidden_layers, lora_rank=opts.lora_rank,
-                       readings=opts.readings) if start is None else load(start, teacher).cfg
+                       readings=opts.readings) if begun is None else begun.cfg
     texts = [p.question for p in train_p + val_p]
     encoded = features_for(teacher, cfg, texts, cache, opts.progress)
     train_items, _, dropped = items_for(train_p, encoded, cfg, opts.sets)
     val_items, val_kept, _ = items_for(val_p, encoded, cfg)
     val_answers = [p.answer for p in val_kept]
-    model = Reader(cfg, teacher.model) if start is None else load(start, teacher).train()
+    model = Reader(cfg, teacher.model) if begun is None else begun
     top = [p for n, p in model.named_parameters() if n.startswith("top") and p.requires_grad]
     rest = [p for n, p in model.named_parameters() if not n.startswith("top")]
     groups = [{"params": rest, "lr": opts.lr}] + ([{"params": top, "lr": opts.top_lr}] if top else [])

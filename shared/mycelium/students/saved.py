@@ -117,17 +117,23 @@ def read_trained_on(models_dir: Path) -> set[str]:
     return set(path.read_text().split())
 
 
-def models_digest(models_dir: Path) -> str:
-    """12 hex digits naming the six students of ``models_dir`` by content (weights and configs)."""
+def files_digest(root: Path, names: list[str], missing: str) -> str:
+    """12 hex digits naming the files ``names`` under ``root`` by content; a missing one is a ConfigError that
+    says ``missing``."""
     import hashlib
 
+    h = hashlib.sha256()
+    for name in names:
+        path = Path(root) / name
+        if not path.is_file():
+            raise ConfigError(f"{path}: missing ({missing})")
+        h.update(f"{name}\t{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    return h.hexdigest()[:12]
+
+
+def models_digest(models_dir: Path) -> str:
+    """12 hex digits naming the six students of ``models_dir`` by content (weights and configs)."""
     from ..records.programs import COMPONENTS
 
-    h = hashlib.sha256()
-    for c in COMPONENTS:
-        for name in ("config.json", "model.safetensors"):
-            path = Path(models_dir) / c / name
-            if not path.is_file():
-                raise ConfigError(f"{path}: missing (train the six students first: `mycelium train`)")
-            h.update(f"{c}/{name}\t{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
-    return h.hexdigest()[:12]
+    return files_digest(models_dir, [f"{c}/{n}" for c in COMPONENTS for n in ("config.json", "model.safetensors")],
+                        "train the six students first: `mycelium train`")

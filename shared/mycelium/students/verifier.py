@@ -193,15 +193,13 @@ class Verifier(nn.Module):
         s = self(batch)
         y, p = batch["label"], batch["problem"]
         point = nn.functional.binary_cross_entropy_with_logits(s, y)
-        P = int(p.max()) + 1
-        neg = torch.full((P, s.shape[0]), float("-inf"))
         cols = torch.arange(s.shape[0])
-        allz = neg.clone()
-        allz[p, cols] = s
-        pos = neg.clone()
-        pos[p, cols] = s.masked_fill(y == 0, float("-inf"))
-        has = torch.isfinite(pos).any(1)
+        every = s.new_full((int(p.max()) + 1, s.shape[0]), float("-inf"))  # [P, N]: each beam's scores
+        right = every.clone()
+        every[p, cols] = s
+        right[p, cols] = s.masked_fill(y == 0, float("-inf"))
+        has = torch.isfinite(right).any(1)
         if not has.any():
             return point
-        listwise = (torch.logsumexp(allz[has], 1) - torch.logsumexp(pos[has], 1)).mean()
+        listwise = (torch.logsumexp(every[has], 1) - torch.logsumexp(right[has], 1)).mean()
         return listwise + point

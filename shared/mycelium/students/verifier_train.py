@@ -22,7 +22,6 @@ from ..core.errors import ConfigError
 from .verifier import FACTS, Verifier, VerifierConfig, VerifierItem, collate, make_item
 
 
-
 def verifier_layers(n_layers: int) -> list[int]:
     """The hidden states the verifier mixes: two of the reader's (8/15 and 4/5 of the depth; layers 16 and 24
     of 30), so its features come from the reader's cache and two layers keep a whole train split in memory."""
@@ -50,13 +49,12 @@ def items_for(records: list[dict], questions: dict[str, str], encoded: dict, rea
 def encode(teacher, texts: list[str], cache: Path | None, progress: bool = True) -> dict:
     """text -> Encoded with the verifier's layers (``verifier_layers``, read from the reader's feature cache)."""
     from .reader_train import default_layers
-    from .encode import Encoded, frozen_features
+    from .encode import frozen_features
 
     n = teacher.config.num_hidden_layers
     stored, layers = tuple(default_layers(n)), verifier_layers(n)
-    pick = [stored.index(i) for i in layers]
     encoded = frozen_features(teacher, texts, 0, progress=progress, cache=cache, layers=stored)
-    return {t: Encoded(e.ids, e.offsets, np.ascontiguousarray(e.features[:, pick])) for t, e in encoded.items()}
+    return {t: e.layers(stored, layers) for t, e in encoded.items()}
 
 
 @torch.no_grad()
@@ -65,7 +63,7 @@ def score(model: Verifier, items: list[VerifierItem], batch_size: int = 32) -> l
     model.eval()
     out: list[list[float]] = []
     for k in range(0, len(items), batch_size):
-        chunk = [it for it in items[k:k + batch_size]]
+        chunk = items[k:k + batch_size]
         live = [it for it in chunk if it.facts]
         s = model(collate(live, model.cfg)).tolist() if live else []
         for it in chunk:
@@ -80,16 +78,9 @@ def auc(scores: list[float], labels: list[bool]) -> float | None:
     neg = [s for s, y in zip(scores, labels) if not y]
     if not pos or not neg:
         return None
-    order = np.argsort(np.array(pos + neg), kind="mergesort")
-    ranks = np.empty(len(order))
-    vals = np.array(pos + neg)[order]
-    i = 0
-    while i < len(vals):  # average ranks over ties
-        j = i
-        while j + 1 < len(vals) and vals[j + 1] == vals[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
+    from scipy.stats import rankdata
+
+    ranks = rankdata(pos + neg)  # ties share their average rank (Mann-Whitney)
     return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
@@ -107,10 +98,15 @@ def choose(candidates: list[dict], scores: list[float], how: str) -> int | None:
     raise ValueError(f"choose: {how!r} is not beam, verifier or weighted")
 
 
+def pass_at_beam(records: list[dict]) -> float:
+    """The share of beams (``solver.beams`` lines) holding a right candidate anywhere: the verifier's ceiling."""
+    return sum(any(c["correct"] for c in r["candidates"]) for r in records) / max(1, len(records))
+
+
 def ranking_metrics(records: list[dict], scores: list[list[float]]) -> dict:
     """On the same beams: pass@beam, top-1 in beam order, after reranking and by weighted vote, and AUC."""
     n = max(1, len(records))
-    out = {"n": len(records), "pass_at_beam": sum(any(c["correct"] for c in r["candidates"]) for r in records) / n}
+    out = {"n": len(records), "pass_at_beam": pass_at_beam(records)}
     for how in ("beam", "verifier", "weighted"):
         hits = 0
         for r, s in zip(records, scores):
@@ -135,9 +131,9 @@ def train(train_items: list[VerifierItem], val_items: list[VerifierItem], val_re
     train_items = [it for it in train_items if it.facts]
     if not train_items or not val_items:
         raise ConfigError(f"verifier: {len(train_items)} train and {len(val_items)} val beams; both are needed")
-    f = np.array([x for it in train_items for x in it.facts])
     from .encode import backbone_id
 
+    f = np.array([x for it in train_items for x in it.facts])
     cfg = VerifierConfig(backbone=backbone_id(teacher), d_in=int(train_items[0].features.shape[2]),
                          layers=verifier_layers(teacher.config.num_hidden_layers),
                          hidden=opts.hidden, mean=f.mean(0).tolist(), std=(f.std(0) + 1e-6).tolist())
